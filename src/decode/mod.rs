@@ -1,0 +1,7 @@
+//! Decode: raw records from a source become validated [`WireEvent`]s or dead letters.
+
+pub mod deadletter;
+pub mod event;
+
+pub use deadletter::DeadLetter;
+pub use event::{decode, DecodeError, RejectReason, WireEvent, MAX_RECORD_BYTES};

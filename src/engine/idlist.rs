@@ -1,0 +1,101 @@
+//! The accepted event ids of one conversation, packed into one buffer (a length byte,
+//! then the bytes) instead of a `Vec<String>`: it is the audit trail of a verdict and
+//! the dedupe set, and it is most of what an open conversation costs in memory.
+
+/// Ids of 1 to 256 bytes, in the order they were applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdList {
+    buf: Vec<u8>,
+}
+
+impl IdList {
+    /// Appends an id. Ids are 1..=256 bytes (checked at decode); longer ones are cut.
+    pub fn push(&mut self, id: &str) {
+        let bytes = &id.as_bytes()[..id.len().min(256)];
+        if bytes.is_empty() {
+            return;
+        }
+        // Grow by a quarter, not double: most lists stop growing soon after they start.
+        let need = self.buf.len() + 1 + bytes.len();
+        if need > self.buf.capacity() {
+            let extra = (need - self.buf.len()).max(self.buf.len() / 4);
+            self.buf.reserve_exact(extra);
+        }
+        self.buf.push((bytes.len() - 1) as u8);
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn iter(&self) -> IdIter<'_> {
+        IdIter { rest: &self.buf }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.iter().any(|x| x == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Heap bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+pub struct IdIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for IdIter<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let (&len, tail) = self.rest.split_first()?;
+        let n = len as usize + 1;
+        let (id, rest) = tail.split_at(n.min(tail.len()));
+        self.rest = rest;
+        // Only whole `&str`s are pushed, and 256-byte cuts only fall on ids that
+        // decode already limited to 256 bytes, so this is always valid UTF-8.
+        std::str::from_utf8(id).ok()
+    }
+}
+
+impl serde::Serialize for IdList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ids: Vec<String> = serde::Deserialize::deserialize(d)?;
+        let mut list = IdList::default();
+        for id in &ids {
+            list.push(id);
+        }
+        Ok(list)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_iter_contains() {
+        let mut l = IdList::default();
+        assert!(l.is_empty());
+        let long = "x".repeat(256);
+        for id in ["a", "bc", "ü-1", long.as_str()] {
+            l.push(id);
+        }
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec!["a", "bc", "ü-1", long.as_str()]);
+        assert!(l.contains("bc"));
+        assert!(!l.contains("b"));
+        assert_eq!(l.len(), 4);
+    }
+}

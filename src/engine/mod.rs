@@ -1,0 +1,555 @@
+//! The event-time engine: accepts decoded events, holds them until the watermark passes,
+//! applies them per conversation in (`ts`, arrival) order interleaved with due timers,
+//! keeps the standard counters natively, and calls rule handlers only for the event
+//! types a definition subscribes to. Decisions become [`Verdict`]s.
+
+pub mod idlist;
+pub mod reorder;
+pub mod state;
+pub mod timers;
+pub mod watermark;
+
+use std::sync::Arc;
+
+use rhai::ImmutableString;
+use rust_decimal::Decimal;
+
+use crate::decode::WireEvent;
+use crate::kinds::{self, Kind};
+use crate::rules::api::Decision;
+use crate::rules::evaluator::{Call, Evaluator};
+use crate::rules::{Outcome, RuleSet};
+use crate::timestamp::{Nanos, Span, NANOS_PER_DAY};
+use crate::verdicts::{verdict_id, Verdict, RULE_ERROR};
+use reorder::{PendingEvent, Reorder};
+use state::{ConvTable, NIL};
+use timers::{TimerEntry, TimerKind, TimerQueue};
+use watermark::Watermark;
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Allowed lateness `L`: the watermark trails the largest `ts` seen by this much.
+    pub lateness: Span,
+    /// How long a decided conversation is remembered after its last event, so later
+    /// events for it are ignored instead of starting it again.
+    pub retain_decided: Span,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { lateness: Span::from_secs(5), retain_decided: Span(7 * NANOS_PER_DAY) }
+    }
+}
+
+/// Counters of what the engine did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Events accepted (not late, not duplicate), including ignored ones.
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    /// Accepted events for conversations already decided.
+    pub ignored_after_decision: u64,
+    /// Events applied to an open conversation.
+    pub applied: u64,
+    pub rule_calls: u64,
+    pub rule_errors: u64,
+    pub timers_fired: u64,
+    pub verdicts: u64,
+}
+
+/// What happened to one event handed to [`Engine::ingest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingest {
+    Accepted,
+    /// Accepted, but its conversation is already decided: counted and ignored.
+    Ignored,
+    Duplicate,
+    /// Below the watermark (carried here) on arrival.
+    Late { watermark: Nanos },
+}
+
+/// Open windows and conversations, for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PendingReport {
+    /// Conversations not yet decided for every outcome.
+    pub open_conversations: u64,
+    /// Decided conversations still remembered.
+    pub decided_retained: u64,
+    /// Open timers by name.
+    pub timers: std::collections::BTreeMap<String, u64>,
+    /// Events waiting for the watermark.
+    pub buffered_events: u64,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    rhai: Arc<rhai::Engine>,
+    rules: Arc<RuleSet>,
+    /// Stable id of each outcome of `rules`, by position.
+    outcome_ids: Vec<u16>,
+    /// Outcome names by stable id; ids survive reloads so state keeps its owner.
+    outcome_names: Vec<String>,
+    wants_attrs: [bool; kinds::KNOWN.len()],
+    wants_attrs_other: bool,
+    eval: Evaluator,
+    convs: ConvTable,
+    pending: Reorder,
+    timers: TimerQueue,
+    wm: Watermark,
+    seq: u64,
+    out: Vec<Verdict>,
+    stats: Stats,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, rhai: Arc<rhai::Engine>, rules: Arc<RuleSet>) -> Engine {
+        let wm = Watermark::new(cfg.lateness.0);
+        let mut e = Engine {
+            cfg,
+            rhai,
+            rules: rules.clone(),
+            outcome_ids: Vec::new(),
+            outcome_names: Vec::new(),
+            wants_attrs: [false; kinds::KNOWN.len()],
+            wants_attrs_other: false,
+            eval: Evaluator::default(),
+            convs: ConvTable::default(),
+            pending: Reorder::default(),
+            timers: TimerQueue::default(),
+            wm,
+            seq: 0,
+            out: Vec::new(),
+            stats: Stats::default(),
+        };
+        e.set_rules(rules);
+        e
+    }
+
+    /// Swaps in a new rule set. State and timers stay; each outcome keeps its state by name.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.outcome_ids = rules.outcomes.iter().map(|o| self.outcome_id(&o.name)).collect();
+        self.wants_attrs = std::array::from_fn(|k| {
+            rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some())
+        });
+        self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
+        // Outcomes that gained `on_idle` need their idle check armed on the next event.
+        self.rules = rules;
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    fn outcome_id(&mut self, name: &str) -> u16 {
+        match self.outcome_names.iter().position(|n| n == name) {
+            Some(i) => i as u16,
+            None => {
+                self.outcome_names.push(name.to_string());
+                (self.outcome_names.len() - 1) as u16
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn watermark(&self) -> &Watermark {
+        &self.wm
+    }
+
+    /// Takes the verdicts decided so far, in decision order.
+    pub fn take_verdicts(&mut self) -> std::vec::Drain<'_, Verdict> {
+        self.out.drain(..)
+    }
+
+    /// Accepts one decoded event and applies whatever the watermark now allows.
+    pub fn ingest(&mut self, ev: &WireEvent<'_>) -> Ingest {
+        if self.wm.is_late(ev.ts) {
+            self.stats.late += 1;
+            return Ingest::Late { watermark: self.wm.current() };
+        }
+        let slot = self.convs.get_or_insert(&ev.tenant, &ev.conversation);
+        let conv = self.convs.get_mut(slot);
+        let result = match &conv.open {
+            None => {
+                conv.ignored += 1;
+                conv.last_ts = conv.last_ts.max(ev.ts);
+                self.stats.accepted += 1;
+                self.stats.ignored_after_decision += 1;
+                Ingest::Ignored
+            }
+            Some(open) => {
+                if open.ids.contains(&ev.id) || self.pending.contains(conv, &ev.id) {
+                    self.stats.duplicates += 1;
+                    return Ingest::Duplicate;
+                }
+                let kind = kinds::classify(&ev.kind);
+                let wants_attrs =
+                    if kind == kinds::OTHER { self.wants_attrs_other } else { self.wants_attrs[kind as usize] };
+                let pe = PendingEvent {
+                    slot,
+                    ts: ev.ts,
+                    seq: self.seq,
+                    kind,
+                    kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
+                    id: ev.id.as_ref().into(),
+                    cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
+                    intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
+                    attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
+                };
+                self.seq += 1;
+                self.pending.push(conv, pe);
+                self.stats.accepted += 1;
+                Ingest::Accepted
+            }
+        };
+        if self.wm.observe(ev.ts) {
+            self.run();
+        }
+        result
+    }
+
+    /// Moves the watermark to `t` (wall clock, or a fixture's end time) and runs what is due.
+    pub fn advance_to(&mut self, t: Nanos) {
+        if self.wm.advance_to(t) {
+            self.run();
+        }
+    }
+
+    /// End of a finite input: the watermark goes to the largest `ts` seen; timers up to
+    /// it fire, later ones stay pending.
+    pub fn finish(&mut self) {
+        if let Some(max) = self.wm.max_ts() {
+            self.advance_to(max);
+        }
+    }
+
+    /// Applies events and fires timers up to the watermark, in time order; at equal
+    /// times a timer fires before the event.
+    fn run(&mut self) {
+        let wm = self.wm.current();
+        loop {
+            let next_event = self.pending.peek().map(|(ts, _)| ts);
+            match self.timers.peek_deadline() {
+                Some(d) if d <= wm && next_event.is_none_or(|ts| d <= ts) => {
+                    if let Some(t) = self.timers.pop() {
+                        self.fire(t);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            match next_event {
+                Some(ts) if ts <= wm => {
+                    let Some(slot) = self.pending.peek_slot() else { break };
+                    if let Some(pe) = self.pending.pop(self.convs.get_mut(slot)) {
+                        self.apply(pe);
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn apply(&mut self, mut pe: PendingEvent) {
+        let slot = pe.slot;
+        let conv = self.convs.get_mut(slot);
+        conv.last_ts = conv.last_ts.max(pe.ts);
+        let Some(open) = conv.open.as_mut() else {
+            conv.ignored += 1;
+            self.stats.ignored_after_decision += 1;
+            return;
+        };
+        self.stats.applied += 1;
+        if open.events == 0 {
+            open.first_ts = pe.ts;
+        }
+        open.events += 1;
+        match pe.kind {
+            kinds::OTHER => {
+                let name = pe.kind_name.as_deref().unwrap_or("");
+                match open.other_counts.iter_mut().find(|(k, _)| &**k == name) {
+                    Some((_, n)) => *n += 1,
+                    None => open.other_counts.push((name.into(), 1)),
+                }
+            }
+            k => open.counts[k as usize] += 1,
+        }
+        if let Some(c) = pe.cost {
+            open.cost = open.cost.checked_add(c).unwrap_or(Decimal::MAX);
+        }
+        if pe.kind == kinds::CONVERSATION_STARTED && !open.started_seen {
+            open.started_seen = true;
+            open.intent = pe.intent.take();
+        }
+        open.ids.push(&pe.id);
+
+        let rules = self.rules.clone();
+        for (i, outcome) in rules.outcomes.iter().enumerate() {
+            let oid = self.outcome_ids[i];
+            let (conv_gen, key_hash) = {
+                let c = self.convs.get(slot);
+                (c.gen, c.key_hash)
+            };
+            let Some(open) = self.convs.get_mut(slot).open.as_mut() else { break };
+            let state = open.outcome_mut(oid);
+            if state.decided {
+                continue;
+            }
+            if let (Some(idle), false) = (outcome.idle_after, state.idle_armed) {
+                state.idle_armed = true;
+                self.timers.push(TimerEntry {
+                    deadline: pe.ts.saturating_add(idle),
+                    key_hash,
+                    slot,
+                    gen: conv_gen,
+                    outcome: oid,
+                    kind: TimerKind::Idle,
+                });
+            }
+            let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
+            if let Some(func) = outcome.handler_for(pe.kind, kind_name) {
+                self.invoke(slot, outcome, oid, func, Call::Event, pe.ts, Some(&mut pe));
+            }
+        }
+        self.close_if_decided(slot);
+    }
+
+    fn fire(&mut self, t: TimerEntry) {
+        if !self.convs.is_current(t.slot, t.gen) {
+            return;
+        }
+        let retain = self.cfg.retain_decided.0;
+        let conv = self.convs.get_mut(t.slot);
+        if let TimerKind::Purge = t.kind {
+            if conv.open.is_some() {
+                return;
+            }
+            let due = conv.last_ts.saturating_add(retain);
+            if due > t.deadline || conv.pending_head != NIL {
+                let deadline = due.max(t.deadline.saturating_add(1));
+                self.timers.push(TimerEntry { deadline, ..t });
+            } else {
+                self.convs.remove(t.slot);
+            }
+            return;
+        }
+        let Some(i) = self.outcome_ids.iter().position(|&id| id == t.outcome) else { return };
+        let rules = self.rules.clone();
+        let outcome = &rules.outcomes[i];
+        let last_ts = conv.last_ts;
+        let Some(open) = conv.open.as_mut() else { return };
+        let state = open.outcome_mut(t.outcome);
+        if state.decided {
+            return;
+        }
+        match &t.kind {
+            TimerKind::Idle => {
+                let Some(idle) = outcome.idle_after else {
+                    state.idle_armed = false;
+                    return;
+                };
+                let due = last_ts.saturating_add(idle);
+                if due > t.deadline {
+                    self.timers.push(TimerEntry { deadline: due, ..t });
+                    return;
+                }
+                state.idle_armed = false;
+                self.stats.timers_fired += 1;
+                if let Some(func) = &outcome.on_idle {
+                    self.invoke(t.slot, outcome, t.outcome, func, Call::Idle, t.deadline, None);
+                }
+            }
+            TimerKind::Named(name) => {
+                let Some(pos) = state.timers.iter().position(|(n, d)| n == name && *d == t.deadline) else {
+                    return;
+                };
+                state.timers.remove(pos);
+                self.stats.timers_fired += 1;
+                if let Some(func) = &outcome.on_timer {
+                    self.invoke(t.slot, outcome, t.outcome, func, Call::Timer(name), t.deadline, None);
+                }
+            }
+            TimerKind::Purge => {}
+        }
+        self.close_if_decided(t.slot);
+    }
+
+    /// Calls one handler with the conversation's state and applies what it did.
+    #[allow(clippy::too_many_arguments)]
+    fn invoke(
+        &mut self,
+        slot: u32,
+        outcome: &Outcome,
+        oid: u16,
+        func: &ImmutableString,
+        how: Call<'_>,
+        now: Nanos,
+        event: Option<&mut PendingEvent>,
+    ) {
+        {
+            let (conv, tenant) = self.convs.get_mut_with_tenant(slot);
+            let Some(open) = conv.open.as_mut() else { return };
+            let mut ctx = self.eval.ctx();
+            ctx.tenant.clear();
+            ctx.tenant.push_str(tenant);
+            ctx.conversation.clear();
+            ctx.conversation.push_str(&conv.conversation);
+            ctx.outcome.clear();
+            ctx.outcome.push_str(&outcome.name);
+            ctx.now = now;
+            ctx.first_ts = open.first_ts;
+            ctx.last_ts = conv.last_ts;
+            ctx.events = open.events;
+            ctx.counts = open.counts;
+            ctx.other_counts.clone_from(&open.other_counts);
+            ctx.intent = open.intent.as_deref().map(str::to_string);
+            ctx.cost = open.cost;
+            ctx.decision = None;
+            let state = open.outcome_mut(oid);
+            ctx.timers.clone_from(&state.timers);
+            ctx.vars = std::mem::take(&mut state.vars);
+            ctx.event_id.clear();
+            ctx.event_kind.clear();
+            ctx.event_attrs = None;
+            if let Some(ev) = event {
+                ctx.event_id.push_str(&ev.id);
+                ctx.event_kind
+                    .push_str(ev.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[ev.kind as usize]));
+                ctx.event_ts = ev.ts;
+                ctx.event_attrs = ev.attrs.take();
+            }
+        }
+        self.stats.rule_calls += 1;
+        let result = self.eval.call(&self.rhai, outcome, func, how);
+
+        let decision = {
+            let mut ctx = self.eval.ctx();
+            let conv = self.convs.get_mut(slot);
+            let (gen, key_hash) = (conv.gen, conv.key_hash);
+            let Some(open) = conv.open.as_mut() else { return };
+            let state = open.outcome_mut(oid);
+            state.vars = std::mem::take(&mut ctx.vars);
+            match result {
+                Err(message) => Err(message),
+                Ok(()) => {
+                    for (name, deadline) in &ctx.timers {
+                        if !state.timers.iter().any(|(n, d)| n == name && d == deadline) {
+                            self.timers.push(TimerEntry {
+                                deadline: *deadline,
+                                key_hash,
+                                slot,
+                                gen,
+                                outcome: oid,
+                                kind: TimerKind::Named(name.clone()),
+                            });
+                        }
+                    }
+                    std::mem::swap(&mut state.timers, &mut ctx.timers);
+                    Ok(ctx.decision.take())
+                }
+            }
+        };
+        match decision {
+            Ok(None) => {}
+            Ok(Some(d)) => self.decide(slot, outcome, oid, now, Ok(d)),
+            Err(message) => self.decide(slot, outcome, oid, now, Err(message)),
+        }
+    }
+
+    /// Records a decision (or a rule failure) as the outcome's one verdict.
+    fn decide(&mut self, slot: u32, outcome: &Outcome, oid: u16, now: Nanos, d: Result<Decision, String>) {
+        let conv = self.convs.get(slot);
+        let tenant = self.convs.tenant_name(conv.tenant).to_string();
+        let conversation = conv.conversation.to_string();
+        let conv = self.convs.get_mut(slot);
+        let Some(open) = conv.open.as_mut() else { return };
+        let state = open.outcome_mut(oid);
+        state.decided = true;
+        state.timers.clear();
+        state.vars.clear();
+
+        let priced = d.and_then(|d| match (d.billable, d.tier) {
+            (true, Some(tier)) => match outcome.prices.price(&tenant, tier) {
+                Some(p) => Ok((d, p)),
+                None => Err(format!(
+                    "{}: no price for tier {tier} (tenant {tenant}) in prices.toml [{}]",
+                    outcome.file_name(),
+                    outcome.name
+                )),
+            },
+            _ => Ok((d, Decimal::ZERO)),
+        });
+        let (billable, reason, tier, amount, error) = match priced {
+            Ok((d, amount)) => (d.billable, d.reason.to_string(), d.tier, amount, None),
+            Err(message) => {
+                self.stats.rule_errors += 1;
+                tracing::warn!(outcome = %outcome.name, %tenant, %conversation, "rule error: {message}");
+                (false, RULE_ERROR.to_string(), None, Decimal::ZERO, Some(message))
+            }
+        };
+        self.stats.verdicts += 1;
+        self.out.push(Verdict {
+            verdict_id: verdict_id(&tenant, &conversation, &outcome.name),
+            outcome: outcome.name.clone(),
+            tenant,
+            conversation,
+            billable,
+            reason,
+            tier,
+            amount,
+            currency: outcome.prices.currency.clone(),
+            cost: open.cost,
+            decided_at: now,
+            rule_version: outcome.version.clone(),
+            events: open.ids.iter().map(str::to_string).collect(),
+            error,
+        });
+    }
+
+    /// Turns a conversation decided for every outcome into a tombstone.
+    fn close_if_decided(&mut self, slot: u32) {
+        let conv = self.convs.get_mut(slot);
+        let Some(open) = conv.open.as_ref() else { return };
+        let all = self.outcome_ids.iter().all(|&id| open.outcome(id).is_some_and(|s| s.decided));
+        if !all {
+            return;
+        }
+        conv.open = None;
+        self.timers.push(TimerEntry {
+            deadline: conv.last_ts.saturating_add(self.cfg.retain_decided.0),
+            key_hash: conv.key_hash,
+            slot,
+            gen: conv.gen,
+            outcome: 0,
+            kind: TimerKind::Purge,
+        });
+    }
+
+    /// Open conversations, pending timers and buffered events.
+    pub fn pending_report(&self) -> PendingReport {
+        let mut r = PendingReport { buffered_events: self.pending.len() as u64, ..Default::default() };
+        for (_, c) in self.convs.iter() {
+            match &c.open {
+                None => r.decided_retained += 1,
+                Some(open) => {
+                    r.open_conversations += 1;
+                    for o in &open.outcomes {
+                        for (name, _) in &o.timers {
+                            *r.timers.entry(name.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    /// Conversations held (open and decided-retained).
+    pub fn conversations(&self) -> usize {
+        self.convs.len()
+    }
+}

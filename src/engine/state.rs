@@ -1,0 +1,267 @@
+//! Per-conversation state, keyed by tenant + conversation: a slab of conversations with
+//! a hash index into it, so the per-event path hashes the key once and everything else
+//! (pending events, timers) refers to a conversation by slot.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use hashbrown::hash_table::{Entry, HashTable};
+use rhai::Map;
+use rust_decimal::Decimal;
+use smallvec::SmallVec;
+
+use super::idlist::IdList;
+use crate::kinds::KNOWN;
+use crate::rules::api::Timers;
+use crate::timestamp::Nanos;
+
+/// Marks the end of a slot list.
+pub const NIL: u32 = u32::MAX;
+
+/// One conversation. Once every outcome has decided it keeps only its key and times
+/// (a tombstone), so later events are ignored, until it is purged.
+#[derive(Debug)]
+pub struct Conv {
+    /// Bumped on every reuse of the slot, so stale timer entries can be recognised.
+    pub gen: u32,
+    pub tenant: u32,
+    /// A hash of the key with a fixed seed: a tie-break that is the same in every run.
+    pub key_hash: u64,
+    pub conversation: Box<str>,
+    pub last_ts: Nanos,
+    /// Events that arrived after the conversation was decided.
+    pub ignored: u32,
+    /// Head of this conversation's list of events waiting in the reorder buffer.
+    pub pending_head: u32,
+    pub live: bool,
+    pub open: Option<Box<OpenState>>,
+}
+
+/// The state of a conversation that is not yet decided for every outcome.
+#[derive(Debug, Default)]
+pub struct OpenState {
+    pub first_ts: Nanos,
+    pub events: u32,
+    pub counts: [u32; KNOWN.len()],
+    pub other_counts: Vec<(Box<str>, u32)>,
+    pub cost: Decimal,
+    pub intent: Option<Box<str>>,
+    pub started_seen: bool,
+    pub ids: IdList,
+    pub outcomes: SmallVec<[OutcomeState; 1]>,
+}
+
+/// The state one outcome definition keeps for one conversation.
+#[derive(Debug, Default)]
+pub struct OutcomeState {
+    /// Stable id of the outcome name (see `Engine::outcome_id`).
+    pub outcome: u16,
+    pub decided: bool,
+    pub idle_armed: bool,
+    pub timers: Timers,
+    pub vars: Map,
+}
+
+impl OpenState {
+    pub fn outcome_mut(&mut self, outcome: u16) -> &mut OutcomeState {
+        let i = match self.outcomes.iter().position(|o| o.outcome == outcome) {
+            Some(i) => i,
+            None => {
+                self.outcomes.push(OutcomeState { outcome, ..Default::default() });
+                self.outcomes.len() - 1
+            }
+        };
+        &mut self.outcomes[i]
+    }
+
+    pub fn outcome(&self, outcome: u16) -> Option<&OutcomeState> {
+        self.outcomes.iter().find(|o| o.outcome == outcome)
+    }
+}
+
+/// The conversation table.
+pub struct ConvTable {
+    slots: Vec<Conv>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+    tenants: Vec<Box<str>>,
+    tenant_index: hashbrown::HashMap<Box<str>, u32>,
+    live: usize,
+}
+
+impl Default for ConvTable {
+    fn default() -> Self {
+        ConvTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: Default::default(),
+            tenants: Vec::new(),
+            tenant_index: Default::default(),
+            live: 0,
+        }
+    }
+}
+
+fn fixed_key_hash(tenant: &str, conversation: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    tenant.hash(&mut h);
+    conversation.hash(&mut h);
+    h.finish()
+}
+
+impl ConvTable {
+    #[inline]
+    fn hash(&self, tenant: &str, conversation: &str) -> u64 {
+        self.hasher.hash_one((tenant, conversation))
+    }
+
+    /// The slot of a conversation, created (open, empty) if absent.
+    pub fn get_or_insert(&mut self, tenant: &str, conversation: &str) -> u32 {
+        let hash = self.hash(tenant, conversation);
+        let (slots, tenants) = (&self.slots, &self.tenants);
+        let eq = |&s: &u32| {
+            let c = &slots[s as usize];
+            &*c.conversation == conversation && &*tenants[c.tenant as usize] == tenant
+        };
+        let hasher = |&s: &u32| {
+            let c = &slots[s as usize];
+            self.hasher.hash_one((&*tenants[c.tenant as usize], &*c.conversation))
+        };
+        match self.index.entry(hash, eq, hasher) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(v) => {
+                let tenant_id = match self.tenant_index.get(tenant) {
+                    Some(&t) => t,
+                    None => {
+                        let t = self.tenants.len() as u32;
+                        self.tenants.push(tenant.into());
+                        self.tenant_index.insert(tenant.into(), t);
+                        t
+                    }
+                };
+                let fresh = Conv {
+                    gen: 0,
+                    tenant: tenant_id,
+                    key_hash: fixed_key_hash(tenant, conversation),
+                    conversation: conversation.into(),
+                    last_ts: Nanos::MIN,
+                    ignored: 0,
+                    pending_head: NIL,
+                    live: true,
+                    open: Some(Box::default()),
+                };
+                let slot = match self.free.pop() {
+                    Some(s) => {
+                        let gen = self.slots[s as usize].gen.wrapping_add(1);
+                        self.slots[s as usize] = Conv { gen, ..fresh };
+                        s
+                    }
+                    None => {
+                        self.slots.push(fresh);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                v.insert(slot);
+                self.live += 1;
+                slot
+            }
+        }
+    }
+
+    /// The slot of a conversation, if present.
+    pub fn find(&self, tenant: &str, conversation: &str) -> Option<u32> {
+        let hash = self.hash(tenant, conversation);
+        self.index
+            .find(hash, |&s| {
+                let c = &self.slots[s as usize];
+                &*c.conversation == conversation && &*self.tenants[c.tenant as usize] == tenant
+            })
+            .copied()
+    }
+
+    /// Removes a conversation and frees its slot.
+    pub fn remove(&mut self, slot: u32) {
+        let c = &self.slots[slot as usize];
+        if !c.live {
+            return;
+        }
+        let hash = self.hash(&self.tenants[c.tenant as usize], &c.conversation);
+        if let Ok(e) = self.index.find_entry(hash, |&s| s == slot) {
+            e.remove();
+        }
+        let c = &mut self.slots[slot as usize];
+        c.live = false;
+        c.open = None;
+        c.conversation = Box::from("");
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32) -> &Conv {
+        &self.slots[slot as usize]
+    }
+
+    /// A conversation with its tenant's name.
+    #[inline]
+    pub fn get_mut_with_tenant(&mut self, slot: u32) -> (&mut Conv, &str) {
+        let c = &mut self.slots[slot as usize];
+        let t = &self.tenants[c.tenant as usize];
+        (c, t)
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, slot: u32) -> &mut Conv {
+        &mut self.slots[slot as usize]
+    }
+
+    /// Whether `slot` still holds the conversation of generation `gen`.
+    #[inline]
+    pub fn is_current(&self, slot: u32, gen: u32) -> bool {
+        self.slots.get(slot as usize).is_some_and(|c| c.live && c.gen == gen)
+    }
+
+    pub fn tenant_name(&self, tenant: u32) -> &str {
+        &self.tenants[tenant as usize]
+    }
+
+    /// Conversations present (open or tombstone).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Live conversations with their slots.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Conv)> {
+        self.slots.iter().enumerate().filter(|(_, c)| c.live).map(|(i, c)| (i as u32, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_remove_reuse() {
+        let mut t = ConvTable::default();
+        let a = t.get_or_insert("t1", "c1");
+        let b = t.get_or_insert("t2", "c1");
+        assert_ne!(a, b, "same conversation id under two tenants is two conversations");
+        assert_eq!(t.get_or_insert("t1", "c1"), a);
+        assert_eq!(t.find("t2", "c1"), Some(b));
+        assert_eq!(t.len(), 2);
+        let gen = t.get(a).gen;
+        t.remove(a);
+        assert_eq!(t.find("t1", "c1"), None);
+        assert!(!t.is_current(a, gen));
+        let c = t.get_or_insert("t3", "c9");
+        assert_eq!(c, a, "slot reused");
+        assert!(t.is_current(c, gen + 1));
+        assert_eq!(t.tenant_name(t.get(c).tenant), "t3");
+        assert_eq!(t.get(c).key_hash, fixed_key_hash("t3", "c9"));
+    }
+}

@@ -1,0 +1,15 @@
+//! `verdict`: an outcome metering engine. Conversation events flow
+//! sources -> decode -> engine (state, time, rules) -> verdicts -> sinks and aggregates.
+
+pub mod aggregates;
+pub mod decode;
+pub mod engine;
+// pub mod gen;
+pub mod kinds;
+pub mod replay;
+pub mod rules;
+pub mod sinks;
+pub mod sources;
+pub mod summary;
+pub mod timestamp;
+pub mod verdicts;

@@ -1,0 +1,158 @@
+//! The `verdict` command line: wires subcommands to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use verdict::replay::{self, ReplayOptions};
+use verdict::rules::{fixtures, sandbox, Limits, RuleSet};
+use verdict::timestamp::Span;
+
+#[derive(Parser)]
+#[command(name = "verdict", version, about = "Outcome metering: billable verdicts from AI support conversations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay finite NDJSON inputs and write one verdict per decided conversation and outcome.
+    Replay {
+        /// Outcome definitions directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Verdict NDJSON output (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Dead-letter NDJSON output (default: stderr).
+        #[arg(long)]
+        dead_letter: Option<PathBuf>,
+        /// Allowed lateness, like 5s.
+        #[arg(long, default_value = "5s")]
+        lateness: Span,
+        /// Also write the summary as JSON here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// NDJSON inputs, read one after another; `-` is stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Compile the outcome definitions and prices of a rules directory.
+    Check {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+    },
+    /// Run the fixtures of a rules directory.
+    Test {
+        #[arg(default_value = "rules")]
+        dir: PathBuf,
+    },
+    /// Write a synthetic, seeded event stream.
+    Gen {
+        /// Output file (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        config: verdict::gen::GenConfig,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("verdict: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_rules(dir: &std::path::Path) -> anyhow::Result<(Arc<rhai::Engine>, Arc<RuleSet>)> {
+    let rhai = Arc::new(sandbox::build(&Limits::default()));
+    let rules = RuleSet::load(&rhai, dir).map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", dir.display()))?;
+    Ok((rhai, Arc::new(rules)))
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay { rules, output, dead_letter, lateness, summary, inputs } => {
+            let started = std::time::Instant::now();
+            let opts =
+                ReplayOptions { rules, output, dead_letter, summary, lateness, limits: Limits::default(), inputs };
+            let s = replay::run(&opts)?;
+            let secs = started.elapsed().as_secs_f64();
+            eprint!("{}", s.render());
+            eprintln!(
+                "replayed {} records in {:.3}s ({:.0} records/s)",
+                s.records,
+                secs,
+                s.records as f64 / secs.max(1e-9)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { dir } => {
+            let (_, rules) = load_rules(&dir)?;
+            for o in &rules.outcomes {
+                let mut handlers: Vec<String> = o.on_known.iter().flatten().map(|f| f.to_string()).collect();
+                handlers.extend(o.on_other.values().map(|f| f.to_string()));
+                handlers.extend([&o.on_event, &o.on_timer, &o.on_idle].into_iter().flatten().map(|f| f.to_string()));
+                println!(
+                    "ok {} {} ({}; prices in {}, {} tier(s), {} tenant override(s))",
+                    o.name,
+                    o.version,
+                    handlers.join(", "),
+                    o.prices.currency,
+                    o.prices.tiers.len(),
+                    o.prices.tenants.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { dir } => {
+            let (rhai, rules) = load_rules(&dir)?;
+            let results = fixtures::run_all(&rhai, &rules)?;
+            let failed = results.iter().filter(|r| !r.passed()).count();
+            for r in &results {
+                if r.passed() {
+                    println!("ok   {}: {}", r.file.display(), r.name);
+                } else {
+                    println!("FAIL {}: {}", r.file.display(), r.name);
+                    for f in &r.failures {
+                        println!("       {f}");
+                    }
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            if results.is_empty() {
+                println!("(no fixtures found in {})", dir.display());
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Gen { output, config } => {
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
+            };
+            let stats = verdict::gen::generate(&config, &mut out)?;
+            out.flush()?;
+            eprintln!(
+                "generated {} conversations, {} events ({} duplicates, {} bad records)",
+                stats.conversations, stats.events, stats.duplicates, stats.bad
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
