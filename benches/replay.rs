@@ -1,1 +1,109 @@
-fn main() {}
+//! Replay throughput with the default rules, beside the parse-only baseline measured in
+//! the same run: deserialize each line into a borrowed struct, parse `ts`, touch one
+//! hash-map entry (the least work any implementation must do).
+//!
+//! `cargo bench --bench replay` (set VERDICT_BENCH_CONVERSATIONS to change the size).
+
+use std::borrow::Cow;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use verdict::engine::{Engine, EngineConfig};
+use verdict::gen::{generate, GenConfig};
+use verdict::replay::{Pipeline, Position};
+use verdict::rules::{sandbox, RuleSet};
+
+#[derive(Deserialize)]
+struct Borrowed<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    conversation: Cow<'a, str>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow, default)]
+    attrs: Option<&'a RawValue>,
+}
+
+fn input() -> Vec<u8> {
+    let conversations =
+        std::env::var("VERDICT_BENCH_CONVERSATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let cfg = GenConfig {
+        conversations,
+        tenants: 50,
+        seed: 7,
+        start: "2026-06-12T00:00:00Z".into(),
+        span: "24h".into(),
+        jitter: "2s".into(),
+        duplicates: 0.0,
+        bad: 0.0,
+    };
+    let mut buf = Vec::new();
+    generate(&cfg, &mut buf).expect("generate");
+    buf
+}
+
+fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buf.split(|b| *b == b'\n').filter(|l| !l.is_empty())
+}
+
+/// The baseline: returns a checksum so nothing is optimised away.
+fn parse_only(buf: &[u8]) -> u64 {
+    let mut map: hashbrown::HashMap<String, u64> = hashbrown::HashMap::new();
+    let mut sum = 0u64;
+    for line in lines(buf) {
+        let text = std::str::from_utf8(line).expect("utf8");
+        let ev: Borrowed<'_> = serde_json::from_str(text).expect("parse");
+        let ts = time::OffsetDateTime::parse(&ev.ts, &time::format_description::well_known::Rfc3339).expect("ts");
+        let n = map.entry_ref(ev.conversation.as_ref()).or_insert(0);
+        *n += 1;
+        sum = sum.wrapping_add(ts.unix_timestamp() as u64 + ev.id.len() as u64 + ev.kind.len() as u64);
+        sum = sum.wrapping_add(ev.tenant.len() as u64 + ev.attrs.map_or(0, |a| a.get().len() as u64));
+    }
+    sum + map.len() as u64
+}
+
+fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, usize) {
+    let mut p = Pipeline::new(Engine::new(EngineConfig::default(), rhai.clone(), rules.clone()), vec![]);
+    let mut out = Vec::with_capacity(1 << 20);
+    let mut rejected = 0u64;
+    for (i, line) in lines(buf).enumerate() {
+        let at = Position { source: "bench", line: i as u64 + 1, offset: 0 };
+        p.feed(line, line.len() as u64, false, at, &mut |_| rejected += 1);
+        p.drain(|v| {
+            serde_json::to_writer(&mut out, v).expect("write");
+            out.push(b'\n');
+        });
+    }
+    p.finish(|v| {
+        serde_json::to_writer(&mut out, v).expect("write");
+        out.push(b'\n');
+    });
+    assert_eq!(rejected, 0);
+    (p.summary.records, out.len())
+}
+
+fn bench(c: &mut Criterion) {
+    let buf = input();
+    let events = lines(&buf).count() as u64;
+    let rhai = Arc::new(sandbox::build(&Default::default()));
+    let rules =
+        Arc::new(RuleSet::load(&rhai, &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).expect("rules load"));
+    let mut g = c.benchmark_group("replay");
+    g.throughput(Throughput::Elements(events));
+    g.sample_size(10);
+    g.bench_function("parse_only_baseline", |b| b.iter(|| black_box(parse_only(black_box(&buf)))));
+    g.bench_function("replay_default_rules", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules))));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -4,7 +4,7 @@
 pub mod aggregates;
 pub mod decode;
 pub mod engine;
-// pub mod gen;
+pub mod gen;
 pub mod kinds;
 pub mod replay;
 pub mod rules;
