@@ -397,8 +397,9 @@ impl Arrivals {
     fn next_offset(&mut self, rng: &mut ChaCha8Rng, span_ms: i64) -> i64 {
         let remaining = (self.n - self.i) as f64;
         self.i += 1;
-        let u = 1.0 - rng.random::<f64>(); // (0, 1]
-                                           // The minimum of `remaining` uniforms on [cur, 1): cur + (1 - cur) * (1 - u^(1/remaining)).
+        // The minimum of `remaining` uniforms on [cur, 1) is cur + (1 - cur) * (1 - u^(1/remaining)),
+        // u uniform on (0, 1].
+        let u = 1.0 - rng.random::<f64>();
         self.cur += (1.0 - self.cur) * -(u.ln() / remaining).exp_m1();
         let offset = (self.cur * span_ms as f64) as i64;
         offset.clamp(0, (span_ms - 1).max(0))
@@ -523,7 +524,7 @@ impl Generator {
         Script { rng: &mut self.rng, raws: &mut raws, t: start_ms, model: profile.model, intent: 0, tier: 1 }
             .run(profile.trouble);
         for raw in &raws {
-            self.schedule(raw, conv, tenant);
+            self.schedule_event(raw, conv, tenant);
         }
         self.raws = raws;
     }
@@ -533,7 +534,8 @@ impl Generator {
         self.seq
     }
 
-    fn schedule(&mut self, raw: &Raw, conv: u64, tenant: u32) {
+    /// Schedules one event, with its arrival delay, and maybe a duplicate and a bad record.
+    fn schedule_event(&mut self, raw: &Raw, conv: u64, tenant: u32) {
         let delay = if self.jitter_us > 0 { self.jitter_rng.random_range(0..self.jitter_us) } else { 0 };
         let base = raw.ts * 1000;
         let id = mix(self.event_counter.wrapping_add(self.id_key));
@@ -735,29 +737,38 @@ impl LineWriter {
         b.push(b'{');
         let mut sep = false;
         if omit != Some(0) {
-            key(b, &mut sep, "id");
+            key(b, &mut sep, b"\"id\":");
             b.extend_from_slice(b"\"evt-");
             push_hex16(b, ev.id);
             b.push(b'"');
         }
         if omit != Some(1) {
-            key(b, &mut sep, "type");
+            key(b, &mut sep, b"\"type\":");
             push_str(b, KINDS[raw.kind as usize]);
         }
         if omit != Some(2) {
-            key(b, &mut sep, "tenant");
+            key(b, &mut sep, b"\"tenant\":");
             b.extend_from_slice(b"\"tenant-");
-            push_padded(b, u64::from(ev.tenant) + 1, 3);
+            let n = u64::from(ev.tenant) + 1;
+            if n < 1_000 {
+                b.extend_from_slice(&fixed_digits::<3>(n));
+            } else {
+                push_u64(b, n);
+            }
             b.push(b'"');
         }
         if omit != Some(3) {
-            key(b, &mut sep, "conversation");
+            key(b, &mut sep, b"\"conversation\":");
             b.extend_from_slice(b"\"conv-");
-            push_padded(b, ev.conv, 8);
+            if ev.conv < 100_000_000 {
+                b.extend_from_slice(&fixed_digits::<8>(ev.conv));
+            } else {
+                push_u64(b, ev.conv);
+            }
             b.push(b'"');
         }
         if omit != Some(4) {
-            key(b, &mut sep, "ts");
+            key(b, &mut sep, b"\"ts\":");
             match bad_ts {
                 None => {
                     b.push(b'"');
@@ -1126,15 +1137,14 @@ impl Script<'_> {
 // ---------------------------------------------------------------------------------------
 // Formatting
 
-/// `,"name":` (no comma before the first field).
-fn key(b: &mut Vec<u8>, sep: &mut bool, name: &str) {
+/// `,"name":` (`name` given quoted, with its colon; no comma before the first field).
+#[inline(always)]
+fn key<const N: usize>(b: &mut Vec<u8>, sep: &mut bool, name: &[u8; N]) {
     if *sep {
         b.push(b',');
     }
     *sep = true;
-    b.push(b'"');
-    b.extend_from_slice(name.as_bytes());
-    b.extend_from_slice(b"\":");
+    b.extend_from_slice(name);
 }
 
 /// A JSON string of characters that need no escaping.
@@ -1161,14 +1171,30 @@ fn push_padded(b: &mut Vec<u8>, mut v: u64, width: usize) {
         }
     }
     let i = i.min(tmp.len() - width.min(tmp.len()));
-    b.extend_from_slice(&tmp[i..]);
+    // Byte by byte: these are short, and a variable-length copy costs a call.
+    for &d in &tmp[i..] {
+        b.push(d);
+    }
+}
+
+/// The last `N` decimal digits of `v`, zero-padded.
+#[inline(always)]
+fn fixed_digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out
 }
 
 fn push_hex16(b: &mut Vec<u8>, v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..16).rev() {
-        b.push(HEX[((v >> (shift * 4)) & 0xf) as usize]);
+    let mut out = [0u8; 16];
+    for (i, d) in out.iter_mut().enumerate() {
+        *d = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
     }
+    b.extend_from_slice(&out);
 }
 
 /// `,"cost_usd":"0.0123"` from integer micro-dollars, if the event has a cost.
@@ -1258,19 +1284,17 @@ impl TsFmt {
         if day != self.day {
             self.set_day(day);
         }
-        b.extend_from_slice(&self.date);
         let rem = ms.rem_euclid(MS_PER_DAY) as u64;
         let (h, rem) = (rem / MS_PER_HOUR as u64, rem % MS_PER_HOUR as u64);
         let (m, rem) = (rem / MS_PER_MIN as u64, rem % MS_PER_MIN as u64);
         let (s, milli) = (rem / 1_000, rem % 1_000);
-        push_padded(b, h, 2);
-        b.push(b':');
-        push_padded(b, m, 2);
-        b.push(b':');
-        push_padded(b, s, 2);
-        b.push(b'.');
-        push_padded(b, milli, 3);
-        b.push(b'Z');
+        let mut out = *b"YYYY-MM-DDT00:00:00.000Z";
+        out[..11].copy_from_slice(&self.date);
+        out[11..13].copy_from_slice(&fixed_digits::<2>(h));
+        out[14..16].copy_from_slice(&fixed_digits::<2>(m));
+        out[17..19].copy_from_slice(&fixed_digits::<2>(s));
+        out[20..23].copy_from_slice(&fixed_digits::<3>(milli));
+        b.extend_from_slice(&out);
     }
 
     fn set_day(&mut self, day: i64) {
@@ -1600,6 +1624,33 @@ mod tests {
             let expected = reference(&c);
             assert!(out == expected, "{c:?}");
         }
+    }
+
+    #[test]
+    fn command_line_defaults_match_default() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            gen: GenConfig,
+        }
+        use clap::Parser;
+        let parsed = Cli::try_parse_from(["gen"]).unwrap().gen;
+        let json = |c: &GenConfig| serde_json::to_string(c).unwrap();
+        assert_eq!(json(&parsed), json(&GenConfig::default()));
+        let parsed = Cli::try_parse_from([
+            "gen",
+            "--conversations",
+            "5",
+            "--jitter",
+            "0s",
+            "--duplicates",
+            "0.5",
+            "--bad",
+            "0.1",
+        ])
+        .unwrap()
+        .gen;
+        assert_eq!((parsed.conversations, parsed.jitter.as_str(), parsed.duplicates, parsed.bad), (5, "0s", 0.5, 0.1));
     }
 
     #[test]

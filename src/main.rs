@@ -63,9 +63,7 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -79,7 +77,8 @@ fn main() -> ExitCode {
 
 fn load_rules(dir: &std::path::Path) -> anyhow::Result<(Arc<rhai::Engine>, Arc<RuleSet>)> {
     let rhai = Arc::new(sandbox::build(&Limits::default()));
-    let rules = RuleSet::load(&rhai, dir).map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", dir.display()))?;
+    let rules =
+        RuleSet::load(&rhai, dir).map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", dir.display()))?;
     Ok((rhai, Arc::new(rules)))
 }
 

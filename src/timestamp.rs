@@ -70,8 +70,7 @@ pub fn write_rfc3339(out: &mut String, t: Nanos) {
 
 /// The `YYYY-MM` billing period (UTC) an instant falls in.
 pub fn period_of(t: Nanos) -> String {
-    let dt = OffsetDateTime::from_unix_timestamp(t.div_euclid(NANOS_PER_SEC))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let dt = OffsetDateTime::from_unix_timestamp(t.div_euclid(NANOS_PER_SEC)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!("{:04}-{:02}", dt.year(), u8::from(dt.month()))
 }
 
@@ -104,9 +103,7 @@ impl FromStr for Span {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = |cause: String| SpanError { input: s.to_string(), cause };
         let d = humantime::parse_duration(s.trim()).map_err(|e| err(e.to_string()))?;
-        i64::try_from(d.as_nanos())
-            .map(Span)
-            .map_err(|_| err("too long".into()))
+        i64::try_from(d.as_nanos()).map(Span).map_err(|_| err("too long".into()))
     }
 }
 

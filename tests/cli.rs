@@ -207,7 +207,8 @@ fn cannot_run_exits_non_zero_with_a_clear_message() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(root().join("rules/prices.toml"), dir.path().join("prices.toml")).unwrap();
-    std::fs::write(dir.path().join("ai_resolution.rhai"), "fn on_escalated(c, e) {\n  c.not_billable(\"x\"\n}\n").unwrap();
+    std::fs::write(dir.path().join("ai_resolution.rhai"), "fn on_escalated(c, e) {\n  c.not_billable(\"x\"\n}\n")
+        .unwrap();
     let o = run(&["replay", "--rules", dir.path().to_str().unwrap(), "examples/sample.ndjson"]);
     assert!(!o.status.success());
     let err = text(&o.stderr);
@@ -293,8 +294,16 @@ fn gen(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 #[test]
 fn a_generated_day_replays_byte_identically_with_one_verdict_per_decidable_conversation() {
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(dir.path(), "day.ndjson", &["--conversations", "3000", "--seed", "11", "--duplicates", "0.01", "--span", "120h"]);
-    let again = gen(dir.path(), "day2.ndjson", &["--conversations", "3000", "--seed", "11", "--duplicates", "0.01", "--span", "120h"]);
+    let input = gen(
+        dir.path(),
+        "day.ndjson",
+        &["--conversations", "3000", "--seed", "11", "--duplicates", "0.01", "--span", "120h"],
+    );
+    let again = gen(
+        dir.path(),
+        "day2.ndjson",
+        &["--conversations", "3000", "--seed", "11", "--duplicates", "0.01", "--span", "120h"],
+    );
     assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(&again).unwrap(), "gen is not reproducible");
 
     let mut outs = Vec::new();
@@ -321,8 +330,9 @@ fn a_generated_day_replays_byte_identically_with_one_verdict_per_decidable_conve
     let mut verdicts: HashMap<(String, String), usize> = HashMap::new();
     for line in text(&outs[0]).lines() {
         let v: Value = serde_json::from_str(line).unwrap();
-        *verdicts.entry((v["tenant"].as_str().unwrap().into(), v["conversation"].as_str().unwrap().into())).or_default() +=
-            1;
+        *verdicts
+            .entry((v["tenant"].as_str().unwrap().into(), v["conversation"].as_str().unwrap().into()))
+            .or_default() += 1;
     }
     let horizon = 72 * verdict::timestamp::NANOS_PER_HOUR;
     let mut decidable = 0;

@@ -86,8 +86,7 @@ pub fn decode(record: &[u8]) -> Result<WireEvent<'_>, DecodeError> {
             message: format!("record is {} bytes, the limit is {MAX_RECORD_BYTES}", record.len()),
         });
     }
-    let text = std::str::from_utf8(record)
-        .map_err(|e| DecodeError::malformed(format!("not valid UTF-8: {e}")))?;
+    let text = std::str::from_utf8(record).map_err(|e| DecodeError::malformed(format!("not valid UTF-8: {e}")))?;
     match text.trim_start().as_bytes().first() {
         Some(b'{') => {}
         Some(_) => return Err(DecodeError::malformed("not a JSON object")),
@@ -182,25 +181,19 @@ impl<'a> Fields<'a> {
         let cloud = self.specversion.is_some();
         let (ts_name, conv_name, attrs_name) =
             if cloud { ("time", "subject", "data") } else { ("ts", "conversation", "attrs") };
-        let (ts_raw, conv_raw, attrs_raw) = if cloud {
-            (self.time, self.subject, self.data)
-        } else {
-            (self.ts, self.conversation, self.attrs)
-        };
+        let (ts_raw, conv_raw, attrs_raw) =
+            if cloud { (self.time, self.subject, self.data) } else { (self.ts, self.conversation, self.attrs) };
 
         let id = required_str(self.id, "id", 256)?;
         let kind = required_str(self.kind, "type", 128)?;
         let conversation = required_str(conv_raw, conv_name, 256)?;
         let ts_text = required_str(ts_raw, ts_name, 64)?;
-        let ts = parse_rfc3339(&ts_text)
-            .map_err(|e| DecodeError::invalid(format!("field `{ts_name}`: {e}")))?;
+        let ts = parse_rfc3339(&ts_text).map_err(|e| DecodeError::invalid(format!("field `{ts_name}`: {e}")))?;
 
         let attrs = match attrs_raw {
             Some(raw) if raw.get() == "null" => None,
             Some(raw) if raw.get().starts_with('{') => Some(raw),
-            Some(_) => {
-                return Err(DecodeError::invalid(format!("field `{attrs_name}`: expected an object")))
-            }
+            Some(_) => return Err(DecodeError::invalid(format!("field `{attrs_name}`: expected an object"))),
             None => None,
         };
         let known = match attrs {
@@ -231,21 +224,14 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn required_str<'a>(
-    raw: Option<&'a RawValue>,
-    name: &str,
-    max: usize,
-) -> Result<Cow<'a, str>, DecodeError> {
+fn required_str<'a>(raw: Option<&'a RawValue>, name: &str, max: usize) -> Result<Cow<'a, str>, DecodeError> {
     let raw = raw.ok_or_else(|| DecodeError::invalid(format!("field `{name}` is missing")))?;
     let s = string_value(raw, name)?;
     if s.is_empty() {
         return Err(DecodeError::invalid(format!("field `{name}` is empty")));
     }
     if s.len() > max {
-        return Err(DecodeError::invalid(format!(
-            "field `{name}` is {} bytes, the limit is {max}",
-            s.len()
-        )));
+        return Err(DecodeError::invalid(format!("field `{name}` is {} bytes, the limit is {max}", s.len())));
     }
     Ok(s)
 }
@@ -255,10 +241,7 @@ fn string_value<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, Decod
     let text = raw.get();
     let bytes = text.as_bytes();
     if bytes.first() != Some(&b'"') {
-        return Err(DecodeError::invalid(format!(
-            "field `{name}`: expected a string, got {}",
-            json_kind(text)
-        )));
+        return Err(DecodeError::invalid(format!("field `{name}`: expected a string, got {}", json_kind(text))));
     }
     let inner = &text[1..text.len() - 1];
     if !inner.contains('\\') {
@@ -293,19 +276,14 @@ fn parse_cost(raw: &RawValue, name: &str) -> Result<Decimal, DecodeError> {
         )));
     };
     let digits = digits.trim();
-    let value = if digits.contains(['e', 'E']) {
-        Decimal::from_scientific(digits)
-    } else {
-        Decimal::from_str_exact(digits)
-    }
-    .map_err(|e| DecodeError::invalid(format!("field `{name}`: {digits:?} is not a decimal ({e})")))?;
+    let value =
+        if digits.contains(['e', 'E']) { Decimal::from_scientific(digits) } else { Decimal::from_str_exact(digits) }
+            .map_err(|e| DecodeError::invalid(format!("field `{name}`: {digits:?} is not a decimal ({e})")))?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err(DecodeError::invalid(format!("field `{name}`: {digits} is negative")));
     }
     if value > MAX_COST_USD {
-        return Err(DecodeError::invalid(format!(
-            "field `{name}`: {digits} is over the limit of {MAX_COST_USD}"
-        )));
+        return Err(DecodeError::invalid(format!("field `{name}`: {digits} is over the limit of {MAX_COST_USD}")));
     }
     Ok(value.normalize_zero())
 }
@@ -351,19 +329,26 @@ mod tests {
 
     #[test]
     fn cloudevents_form() {
-        let e = ok(r#"{"specversion":"1.0","id":"x","source":"/p","type":"conversation.started","time":"2026-06-12T10:00:00Z","subject":"c9","data":{"tenant":"t1","intent":"faq"}}"#);
+        let e = ok(
+            r#"{"specversion":"1.0","id":"x","source":"/p","type":"conversation.started","time":"2026-06-12T10:00:00Z","subject":"c9","data":{"tenant":"t1","intent":"faq"}}"#,
+        );
         assert_eq!(e.conversation, "c9");
         assert_eq!(e.tenant, "t1");
         assert_eq!(e.intent.as_deref(), Some("faq"));
-        let err = err(r#"{"specversion":"1.0","id":"x","type":"t","time":"2026-06-12T10:00:00Z","subject":"c9","data":{}}"#);
+        let err =
+            err(r#"{"specversion":"1.0","id":"x","type":"t","time":"2026-06-12T10:00:00Z","subject":"c9","data":{}}"#);
         assert_eq!(err.message, "field `data.tenant` is missing");
     }
 
     #[test]
     fn cost_as_number_is_exact() {
-        let e = ok(r#"{"id":"e","type":"tool.called","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":0.1}}"#);
+        let e = ok(
+            r#"{"id":"e","type":"tool.called","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":0.1}}"#,
+        );
         assert_eq!(e.cost_usd.unwrap().to_string(), "0.1");
-        let e = ok(r#"{"id":"e","type":"tool.called","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":1.5e-3}}"#);
+        let e = ok(
+            r#"{"id":"e","type":"tool.called","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":1.5e-3}}"#,
+        );
         assert_eq!(e.cost_usd.unwrap().to_string(), "0.0015");
     }
 
@@ -378,22 +363,52 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{"type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#, "field `id` is missing"),
-            (r#"{"id":5,"type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#, "field `id`: expected a string, got a number"),
-            (r#"{"id":"","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#, "field `id` is empty"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"yesterday"}"#, "field `ts`: not an RFC 3339"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":[1]}"#, "field `attrs`: expected an object"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":"-1"}}"#, "field `attrs.cost_usd`: -1 is negative"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":"abc"}}"#, "field `attrs.cost_usd`: \"abc\" is not a decimal"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":true}}"#, "expected a decimal string or number, got a boolean"),
-            (r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"intent":3}}"#, "field `attrs.intent`: expected a string"),
-            (r#"{"id":"e","id":"f","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#, "duplicate field `id`"),
+            (
+                r#"{"id":5,"type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#,
+                "field `id`: expected a string, got a number",
+            ),
+            (
+                r#"{"id":"","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#,
+                "field `id` is empty",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"yesterday"}"#,
+                "field `ts`: not an RFC 3339",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":[1]}"#,
+                "field `attrs`: expected an object",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":"-1"}}"#,
+                "field `attrs.cost_usd`: -1 is negative",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":"abc"}}"#,
+                "field `attrs.cost_usd`: \"abc\" is not a decimal",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"cost_usd":true}}"#,
+                "expected a decimal string or number, got a boolean",
+            ),
+            (
+                r#"{"id":"e","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z","attrs":{"intent":3}}"#,
+                "field `attrs.intent`: expected a string",
+            ),
+            (
+                r#"{"id":"e","id":"f","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}"#,
+                "duplicate field `id`",
+            ),
         ];
         for (input, want) in cases {
             let e = err(input);
             assert_eq!(e.reason, RejectReason::Invalid, "{input}");
             assert!(e.message.starts_with(want) || e.message.contains(want), "{input}: got {:?}", e.message);
         }
-        let long = format!(r#"{{"id":"{}","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}}"#, "a".repeat(257));
+        let long = format!(
+            r#"{{"id":"{}","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T10:00:00Z"}}"#,
+            "a".repeat(257)
+        );
         assert_eq!(err(&long).message, "field `id` is 257 bytes, the limit is 256");
     }
 

@@ -26,6 +26,10 @@ use state::{ConvTable, NIL};
 use timers::{TimerEntry, TimerKind, TimerQueue};
 use watermark::Watermark;
 
+/// Most timers of one outcome that may fire in one conversation with no event between
+/// them; past it the rule is looping on its own timers and the decision is a rule error.
+pub const MAX_TIMER_CHAIN: u16 = 1000;
+
 /// Engine settings.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -67,7 +71,9 @@ pub enum Ingest {
     Ignored,
     Duplicate,
     /// Below the watermark (carried here) on arrival.
-    Late { watermark: Nanos },
+    Late {
+        watermark: Nanos,
+    },
 }
 
 /// Open windows and conversations, for the summary.
@@ -130,9 +136,8 @@ impl Engine {
     /// Swaps in a new rule set. State and timers stay; each outcome keeps its state by name.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.outcome_ids = rules.outcomes.iter().map(|o| self.outcome_id(&o.name)).collect();
-        self.wants_attrs = std::array::from_fn(|k| {
-            rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some())
-        });
+        self.wants_attrs =
+            std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
         self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
         self.rules = rules;
@@ -197,7 +202,11 @@ impl Engine {
                     kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
                     id: ev.id.as_ref().into(),
                     cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
-                    intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
+                    intent: if kind == kinds::CONVERSATION_STARTED {
+                        ev.intent.as_deref().map(Into::into)
+                    } else {
+                        None
+                    },
                     attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
                 };
                 self.seq += 1;
@@ -261,6 +270,10 @@ impl Engine {
         let Some(open) = conv.open.as_mut() else {
             conv.ignored += 1;
             self.stats.ignored_after_decision += 1;
+            if conv.pending_head == NIL {
+                let purge = Self::purge_entry(conv, slot, self.cfg.retain_decided.0);
+                self.timers.push(purge);
+            }
             return;
         };
         self.stats.applied += 1;
@@ -299,6 +312,7 @@ impl Engine {
             if state.decided {
                 continue;
             }
+            state.timer_chain = 0;
             if let (Some(idle), false) = (outcome.idle_after, state.idle_armed) {
                 state.idle_armed = true;
                 self.timers.push(TimerEntry {
@@ -328,10 +342,13 @@ impl Engine {
             if conv.open.is_some() {
                 return;
             }
+            if conv.pending_head != NIL {
+                // Its waiting events re-arm the purge when the last one is applied.
+                return;
+            }
             let due = conv.last_ts.saturating_add(retain);
-            if due > t.deadline || conv.pending_head != NIL {
-                let deadline = due.max(t.deadline.saturating_add(1));
-                self.timers.push(TimerEntry { deadline, ..t });
+            if due > t.deadline {
+                self.timers.push(TimerEntry { deadline: due, ..t });
             } else {
                 self.convs.remove(t.slot);
             }
@@ -368,7 +385,18 @@ impl Engine {
                     return;
                 };
                 state.timers.remove(pos);
+                state.timer_chain = state.timer_chain.saturating_add(1);
                 self.stats.timers_fired += 1;
+                if state.timer_chain > MAX_TIMER_CHAIN {
+                    let msg = format!(
+                        "{}: more than {MAX_TIMER_CHAIN} timers fired in a row with no event between them \
+                         (a timer that keeps restarting itself?)",
+                        outcome.file_name()
+                    );
+                    self.decide(t.slot, outcome, t.outcome, t.deadline, Err(msg));
+                    self.close_if_decided(t.slot);
+                    return;
+                }
                 if let Some(func) = &outcome.on_timer {
                     self.invoke(t.slot, outcome, t.outcome, func, Call::Timer(name), t.deadline, None);
                 }
@@ -417,8 +445,7 @@ impl Engine {
             ctx.event_attrs = None;
             if let Some(ev) = event {
                 ctx.event_id.push_str(&ev.id);
-                ctx.event_kind
-                    .push_str(ev.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[ev.kind as usize]));
+                ctx.event_kind.push_str(ev.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[ev.kind as usize]));
                 ctx.event_ts = ev.ts;
                 ctx.event_attrs = ev.attrs.take();
             }
@@ -519,14 +546,19 @@ impl Engine {
             return;
         }
         conv.open = None;
-        self.timers.push(TimerEntry {
-            deadline: conv.last_ts.saturating_add(self.cfg.retain_decided.0),
+        let purge = Self::purge_entry(conv, slot, self.cfg.retain_decided.0);
+        self.timers.push(purge);
+    }
+
+    fn purge_entry(conv: &state::Conv, slot: u32, retain: Nanos) -> TimerEntry {
+        TimerEntry {
+            deadline: conv.last_ts.saturating_add(retain),
             key_hash: conv.key_hash,
             slot,
             gen: conv.gen,
             outcome: 0,
             kind: TimerKind::Purge,
-        });
+        }
     }
 
     /// Open conversations, pending timers and buffered events.
@@ -551,5 +583,71 @@ impl Engine {
     /// Conversations held (open and decided-retained).
     pub fn conversations(&self) -> usize {
         self.convs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::decode;
+    use crate::rules::{sandbox, PriceBook};
+
+    fn engine_with(rule: &str) -> Engine {
+        let rhai = Arc::new(sandbox::build(&Default::default()));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("o.rhai"), rule).unwrap();
+        std::fs::write(dir.path().join("prices.toml"), "[o]\ncurrency = \"USD\"\ntiers = { 1 = \"1.00\" }\n").unwrap();
+        let rules = RuleSet::load(&rhai, dir.path()).unwrap();
+        assert!(PriceBook::parse("").is_ok());
+        Engine::new(EngineConfig { lateness: Span(0), ..Default::default() }, rhai, Arc::new(rules))
+    }
+
+    fn feed(e: &mut Engine, id: &str, kind: &str, ts: &str) -> Ingest {
+        feed_to(e, "c", id, kind, ts)
+    }
+
+    fn feed_to(e: &mut Engine, conv: &str, id: &str, kind: &str, ts: &str) -> Ingest {
+        let line = format!(r#"{{"id":"{id}","type":"{kind}","tenant":"t","conversation":"{conv}","ts":"{ts}"}}"#);
+        e.ingest(&decode(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn a_timer_that_restarts_itself_forever_is_a_rule_error() {
+        let mut e = engine_with(
+            r#"fn on_go(c, e) { c.start_timer("t", c.now) }
+               fn on_timer(c, name) { c.start_timer("t", c.now + 1) }"#,
+        );
+        feed(&mut e, "a", "go", "2026-06-12T00:00:00Z");
+        feed(&mut e, "b", "other", "2026-06-13T00:00:00Z");
+        let v: Vec<_> = e.take_verdicts().collect();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].reason, RULE_ERROR);
+        assert!(v[0].error.as_deref().unwrap().contains("in a row"), "{:?}", v[0].error);
+    }
+
+    #[test]
+    fn decided_conversations_are_purged_after_retention_even_with_late_buffered_events() {
+        let mut e = engine_with(r#"fn on_done(c, e) { c.not_billable("done") }"#);
+        e.cfg.retain_decided = Span::from_hours(1);
+        feed(&mut e, "a", "done", "2026-06-12T00:00:00Z");
+        assert_eq!(e.take_verdicts().count(), 1);
+        assert_eq!(feed(&mut e, "b", "x", "2026-06-12T00:30:00Z"), Ingest::Ignored);
+        assert_eq!(e.conversations(), 1);
+        // Far past the retention: the tombstone goes, and the conversation id is new again.
+        feed_to(&mut e, "other", "z", "x", "2026-06-20T00:00:00Z");
+        assert_eq!(e.pending_report().decided_retained, 0);
+        assert_eq!(feed(&mut e, "c", "done", "2026-06-20T00:00:01Z"), Ingest::Accepted);
+    }
+
+    #[test]
+    fn duplicates_are_found_while_waiting_and_after_applied() {
+        let mut e = engine_with(r#"fn on_done(c, e) { c.not_billable("done") }"#);
+        e.cfg.lateness = Span::from_secs(5);
+        e.wm = Watermark::new(Span::from_secs(5).0);
+        assert_eq!(feed(&mut e, "a", "x", "2026-06-12T00:00:00Z"), Ingest::Accepted);
+        assert_eq!(feed(&mut e, "a", "x", "2026-06-12T00:00:00Z"), Ingest::Duplicate, "waiting in the buffer");
+        feed(&mut e, "b", "x", "2026-06-12T00:01:00Z");
+        assert_eq!(feed(&mut e, "a", "x", "2026-06-12T00:00:58Z"), Ingest::Duplicate, "already applied");
+        assert_eq!(e.stats().duplicates, 2);
     }
 }

@@ -57,6 +57,8 @@ pub struct OutcomeState {
     pub outcome: u16,
     pub decided: bool,
     pub idle_armed: bool,
+    /// Timers fired since the last event (see `MAX_TIMER_CHAIN`).
+    pub timer_chain: u16,
     pub timers: Timers,
     pub vars: Map,
 }

@@ -95,10 +95,7 @@ impl CallCtx {
 
     fn decide(&mut self, d: Decision) -> RhaiResult<()> {
         if let Some(prev) = &self.decision {
-            return fail(format!(
-                "decided twice in one call (first: {}, then: {})",
-                prev.reason, d.reason
-            ));
+            return fail(format!("decided twice in one call (first: {}, then: {})", prev.reason, d.reason));
         }
         if d.reason.is_empty() || d.reason.len() > MAX_REASON {
             return fail(format!("a reason must be 1 to {MAX_REASON} characters"));
@@ -132,9 +129,8 @@ fn check_keepable(v: &Dynamic, budget: &mut usize) -> Result<(), String> {
     } else {
         return Err(format!("a value of type {} cannot be kept in conversation state", v.type_name()));
     };
-    *budget = budget
-        .checked_sub(cost)
-        .ok_or_else(|| format!("value too large to keep (over {MAX_VAR_BYTES} bytes)"))?;
+    *budget =
+        budget.checked_sub(cost).ok_or_else(|| format!("value too large to keep (over {MAX_VAR_BYTES} bytes)"))?;
     Ok(())
 }
 
@@ -156,9 +152,7 @@ pub fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
         },
         Value::String(s) => s.as_str().into(),
         Value::Array(a) => Dynamic::from_array(a.iter().map(json_to_dynamic).collect()),
-        Value::Object(o) => {
-            Dynamic::from_map(o.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect())
-        }
+        Value::Object(o) => Dynamic::from_map(o.iter().map(|(k, v)| (k.as_str().into(), json_to_dynamic(v))).collect()),
     }
 }
 
@@ -175,9 +169,7 @@ pub fn register(engine: &mut Engine) {
     engine
         .register_type_with_name::<ConvRef>("Conversation")
         .register_get("tenant", |c: &mut ConvRef| -> ImmutableString { c.lock().tenant.as_str().into() })
-        .register_get("conversation", |c: &mut ConvRef| -> ImmutableString {
-            c.lock().conversation.as_str().into()
-        })
+        .register_get("conversation", |c: &mut ConvRef| -> ImmutableString { c.lock().conversation.as_str().into() })
         .register_get("outcome", |c: &mut ConvRef| -> ImmutableString { c.lock().outcome.as_str().into() })
         .register_get("now", |c: &mut ConvRef| -> INT { c.lock().now })
         .register_get("first_ts", |c: &mut ConvRef| -> INT { c.lock().first_ts })

@@ -122,12 +122,21 @@ impl RuleSet {
             });
         }
         if outcomes.is_empty() {
-            problems.push(Problem { file: dir.to_path_buf(), line: None, message: "no outcome definitions (*.rhai)".into() });
+            problems.push(Problem {
+                file: dir.to_path_buf(),
+                line: None,
+                message: "no outcome definitions (*.rhai)".into(),
+            });
         }
         if !problems.is_empty() {
             return Err(RulesError { problems });
         }
-        Ok(RuleSet { dir: dir.to_path_buf(), outcomes: outcomes.into_iter().map(Arc::new).collect(), fixtures, prices_version })
+        Ok(RuleSet {
+            dir: dir.to_path_buf(),
+            outcomes: outcomes.into_iter().map(Arc::new).collect(),
+            fixtures,
+            prices_version,
+        })
     }
 
     pub fn currency(&self) -> &str {

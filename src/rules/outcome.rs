@@ -62,7 +62,10 @@ impl Outcome {
     pub fn compile(engine: &Engine, name: &str, path: &Path, source: &str) -> Result<Outcome, Problem> {
         let problem = |line: Option<usize>, message: String| Problem { file: path.to_path_buf(), line, message };
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return Err(problem(None, format!("outcome name {name:?} (the file name) may hold only letters, digits, _ and -")));
+            return Err(problem(
+                None,
+                format!("outcome name {name:?} (the file name) may hold only letters, digits, _ and -"),
+            ));
         }
         let ast = engine.compile(source).map_err(|e| {
             let line = e.position().line();
@@ -97,7 +100,13 @@ impl Outcome {
                 _ => 2,
             };
             if arity != want {
-                let args = if want == 1 { "(c)" } else if f.name == "on_timer" { "(c, name)" } else { "(c, e)" };
+                let args = if want == 1 {
+                    "(c)"
+                } else if f.name == "on_timer" {
+                    "(c, name)"
+                } else {
+                    "(c, e)"
+                };
                 return Err(problem(
                     None,
                     format!("handler {} takes {} parameter(s), it must be {}{}", f.name, arity, f.name, args),

@@ -103,10 +103,10 @@ pub struct PriceError {
 }
 
 fn tier_key(k: &str, at: &str) -> Result<u8, PriceError> {
-    k.parse::<u8>().ok().filter(|t| *t >= 1).ok_or_else(|| PriceError {
-        line: None,
-        message: format!("{at}: tier {k:?} is not a number from 1 to 255"),
-    })
+    k.parse::<u8>()
+        .ok()
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| PriceError { line: None, message: format!("{at}: tier {k:?} is not a number from 1 to 255") })
 }
 
 impl PriceBook {
