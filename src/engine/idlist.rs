@@ -15,10 +15,11 @@ impl IdList {
         if bytes.is_empty() {
             return;
         }
-        // Grow by a quarter, not double: most lists stop growing soon after they start.
+        // Grow by an eighth, not double: this buffer is most of an open conversation's
+        // memory, and most lists stop growing after a dozen ids.
         let need = self.buf.len() + 1 + bytes.len();
         if need > self.buf.capacity() {
-            let extra = (need - self.buf.len()).max(self.buf.len() / 4);
+            let extra = (need - self.buf.len()).max(self.buf.len() / 8);
             self.buf.reserve_exact(extra);
         }
         self.buf.push((bytes.len() - 1) as u8);

@@ -284,9 +284,10 @@ impl Engine {
         match pe.kind {
             kinds::OTHER => {
                 let name = pe.kind_name.as_deref().unwrap_or("");
-                match open.other_counts.iter_mut().find(|(k, _)| &**k == name) {
+                let others = open.other_counts.get_or_insert_with(Default::default);
+                match others.iter_mut().find(|(k, _)| &**k == name) {
                     Some((_, n)) => *n += 1,
-                    None => open.other_counts.push((name.into(), 1)),
+                    None => others.push((name.into(), 1)),
                 }
             }
             k => open.counts[k as usize] += 1,
@@ -320,6 +321,7 @@ impl Engine {
                     key_hash,
                     slot,
                     gen: conv_gen,
+                    name: None,
                     outcome: oid,
                     kind: TimerKind::Idle,
                 });
@@ -338,7 +340,7 @@ impl Engine {
         }
         let retain = self.cfg.retain_decided.0;
         let conv = self.convs.get_mut(t.slot);
-        if let TimerKind::Purge = t.kind {
+        if t.kind == TimerKind::Purge {
             if conv.open.is_some() {
                 return;
             }
@@ -363,7 +365,7 @@ impl Engine {
         if state.decided {
             return;
         }
-        match &t.kind {
+        match t.kind {
             TimerKind::Idle => {
                 let Some(idle) = outcome.idle_after else {
                     state.idle_armed = false;
@@ -380,7 +382,8 @@ impl Engine {
                     self.invoke(t.slot, outcome, t.outcome, func, Call::Idle, t.deadline, None);
                 }
             }
-            TimerKind::Named(name) => {
+            TimerKind::Named => {
+                let Some(name) = &t.name else { return };
                 let Some(pos) = state.timers.iter().position(|(n, d)| n == name && *d == t.deadline) else {
                     return;
                 };
@@ -433,13 +436,16 @@ impl Engine {
             ctx.last_ts = conv.last_ts;
             ctx.events = open.events;
             ctx.counts = open.counts;
-            ctx.other_counts.clone_from(&open.other_counts);
+            match &open.other_counts {
+                Some(o) => ctx.other_counts.clone_from(o),
+                None => ctx.other_counts.clear(),
+            }
             ctx.intent = open.intent.as_deref().map(str::to_string);
             ctx.cost = open.cost;
             ctx.decision = None;
             let state = open.outcome_mut(oid);
             ctx.timers.clone_from(&state.timers);
-            ctx.vars = std::mem::take(&mut state.vars);
+            ctx.vars = state.vars.take().map(|b| *b).unwrap_or_default();
             ctx.event_id.clear();
             ctx.event_kind.clear();
             ctx.event_attrs = None;
@@ -459,7 +465,8 @@ impl Engine {
             let (gen, key_hash) = (conv.gen, conv.key_hash);
             let Some(open) = conv.open.as_mut() else { return };
             let state = open.outcome_mut(oid);
-            state.vars = std::mem::take(&mut ctx.vars);
+            let vars = std::mem::take(&mut ctx.vars);
+            state.vars = (!vars.is_empty()).then(|| Box::new(vars));
             match result {
                 Err(message) => Err(message),
                 Ok(()) => {
@@ -470,8 +477,9 @@ impl Engine {
                                 key_hash,
                                 slot,
                                 gen,
+                                name: Some(name.clone()),
                                 outcome: oid,
-                                kind: TimerKind::Named(name.clone()),
+                                kind: TimerKind::Named,
                             });
                         }
                     }
@@ -497,7 +505,7 @@ impl Engine {
         let state = open.outcome_mut(oid);
         state.decided = true;
         state.timers.clear();
-        state.vars.clear();
+        state.vars = None;
 
         let priced = d.and_then(|d| match (d.billable, d.tier) {
             (true, Some(tier)) => match outcome.prices.price(&tenant, tier) {
@@ -556,6 +564,7 @@ impl Engine {
             key_hash: conv.key_hash,
             slot,
             gen: conv.gen,
+            name: None,
             outcome: 0,
             kind: TimerKind::Purge,
         }

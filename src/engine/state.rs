@@ -42,7 +42,8 @@ pub struct OpenState {
     pub first_ts: Nanos,
     pub events: u32,
     pub counts: [u32; KNOWN.len()],
-    pub other_counts: Vec<(Box<str>, u32)>,
+    /// Counts of types outside `KNOWN`; boxed because they are rare.
+    pub other_counts: Option<Box<Vec<(Box<str>, u32)>>>,
     pub cost: Decimal,
     pub intent: Option<Box<str>>,
     pub started_seen: bool,
@@ -60,7 +61,8 @@ pub struct OutcomeState {
     /// Timers fired since the last event (see `MAX_TIMER_CHAIN`).
     pub timer_chain: u16,
     pub timers: Timers,
-    pub vars: Map,
+    /// Fields the script keeps with `c.set`; boxed because most definitions keep none.
+    pub vars: Option<Box<Map>>,
 }
 
 impl OpenState {
@@ -265,5 +267,23 @@ mod tests {
         assert!(t.is_current(c, gen + 1));
         assert_eq!(t.tenant_name(t.get(c).tenant), "t3");
         assert_eq!(t.get(c).key_hash, fixed_key_hash("t3", "c9"));
+    }
+}
+
+#[cfg(test)]
+mod size_report {
+    #[test]
+    fn print_sizes() {
+        use std::mem::size_of;
+        println!(
+            "Conv {} OpenState {} OutcomeState {} Timers {} Map {} TimerEntry {} PendingEvent {}",
+            size_of::<super::Conv>(),
+            size_of::<super::OpenState>(),
+            size_of::<super::OutcomeState>(),
+            size_of::<crate::rules::api::Timers>(),
+            size_of::<rhai::Map>(),
+            size_of::<crate::engine::timers::TimerEntry>(),
+            size_of::<crate::engine::reorder::PendingEvent>()
+        );
     }
 }

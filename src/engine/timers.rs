@@ -11,32 +11,25 @@ use rhai::ImmutableString;
 use crate::timestamp::Nanos;
 
 /// What a queue entry stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TimerKind {
+    /// A timer a rule started by name (the entry's `name`).
+    Named = 0,
     /// The inactivity check of an outcome (`on_idle`), re-armed lazily from `last_ts`.
-    Idle,
-    /// A timer a rule started by name.
-    Named(ImmutableString),
+    Idle = 1,
     /// Drops a decided conversation's tombstone once its retention has passed.
-    Purge,
+    Purge = 2,
 }
 
-impl TimerKind {
-    fn rank(&self) -> (u8, &str) {
-        match self {
-            TimerKind::Named(n) => (0, n.as_str()),
-            TimerKind::Idle => (1, ""),
-            TimerKind::Purge => (2, ""),
-        }
-    }
-}
-
+/// One queue entry (40 bytes: there is one per open conversation and outcome).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimerEntry {
     pub deadline: Nanos,
     /// Fixed-seed hash of the conversation key: equal deadlines fire in the same order
     /// in every run, whatever the arrival order was.
     pub key_hash: u64,
+    /// The timer's name, for `Named`.
+    pub name: Option<ImmutableString>,
     pub slot: u32,
     pub gen: u32,
     pub outcome: u16,
@@ -45,14 +38,9 @@ pub struct TimerEntry {
 
 impl Ord for TimerEntry {
     fn cmp(&self, o: &Self) -> Ordering {
-        (self.deadline, self.key_hash, self.slot, self.outcome, self.kind.rank(), self.gen).cmp(&(
-            o.deadline,
-            o.key_hash,
-            o.slot,
-            o.outcome,
-            o.kind.rank(),
-            o.gen,
-        ))
+        (self.deadline, self.key_hash, self.slot, self.outcome, self.kind, self.gen)
+            .cmp(&(o.deadline, o.key_hash, o.slot, o.outcome, o.kind, o.gen))
+            .then_with(|| self.name.as_ref().map(|n| n.as_str()).cmp(&o.name.as_ref().map(|n| n.as_str())))
     }
 }
 impl PartialOrd for TimerEntry {
@@ -97,20 +85,31 @@ mod tests {
     #[test]
     fn orders_by_deadline_then_key() {
         let mut q = TimerQueue::default();
-        let e = |deadline, key_hash, kind| TimerEntry { deadline, key_hash, slot: 0, gen: 0, outcome: 0, kind };
-        q.push(e(20, 1, TimerKind::Idle));
-        q.push(e(10, 9, TimerKind::Purge));
-        q.push(e(10, 2, TimerKind::Named("b".into())));
-        q.push(e(10, 2, TimerKind::Named("a".into())));
-        let order: Vec<_> = std::iter::from_fn(|| q.pop()).map(|e| (e.deadline, e.key_hash, e.kind)).collect();
+        let e = |deadline, key_hash, kind, name: Option<&str>| TimerEntry {
+            deadline,
+            key_hash,
+            name: name.map(Into::into),
+            slot: 0,
+            gen: 0,
+            outcome: 0,
+            kind,
+        };
+        q.push(e(20, 1, TimerKind::Idle, None));
+        q.push(e(10, 9, TimerKind::Purge, None));
+        q.push(e(10, 2, TimerKind::Named, Some("b")));
+        q.push(e(10, 2, TimerKind::Named, Some("a")));
+        let order: Vec<_> = std::iter::from_fn(|| q.pop())
+            .map(|e| (e.deadline, e.key_hash, e.kind, e.name.map(|n| n.to_string())))
+            .collect();
         assert_eq!(
             order,
             vec![
-                (10, 2, TimerKind::Named("a".into())),
-                (10, 2, TimerKind::Named("b".into())),
-                (10, 9, TimerKind::Purge),
-                (20, 1, TimerKind::Idle)
+                (10, 2, TimerKind::Named, Some("a".into())),
+                (10, 2, TimerKind::Named, Some("b".into())),
+                (10, 9, TimerKind::Purge, None),
+                (20, 1, TimerKind::Idle, None)
             ]
         );
+        assert_eq!(std::mem::size_of::<TimerEntry>(), 40);
     }
 }

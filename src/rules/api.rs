@@ -14,7 +14,7 @@ use crate::kinds::{self, KNOWN};
 use crate::timestamp::{self, Nanos, NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MILLI, NANOS_PER_SEC};
 
 /// Named timers of one outcome in one conversation.
-pub type Timers = SmallVec<[(ImmutableString, Nanos); 2]>;
+pub type Timers = SmallVec<[(ImmutableString, Nanos); 1]>;
 
 /// Most timers one outcome may keep open in one conversation.
 pub const MAX_TIMERS: usize = 8;
