@@ -102,9 +102,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { dir } => {
             let (_, rules) = load_rules(&dir)?;
             for o in &rules.outcomes {
-                let mut handlers: Vec<String> = o.on_known.iter().flatten().map(|f| f.to_string()).collect();
-                handlers.extend(o.on_other.values().map(|f| f.to_string()));
-                handlers.extend([&o.on_event, &o.on_timer, &o.on_idle].into_iter().flatten().map(|f| f.to_string()));
+                let mut handlers: Vec<String> = o.on_known.iter().flatten().map(|h| h.func.to_string()).collect();
+                handlers.extend(o.on_other.values().chain(&o.on_event).map(|h| h.func.to_string()));
+                handlers.extend([&o.on_timer, &o.on_idle].into_iter().flatten().map(|f| f.to_string()));
                 println!(
                     "ok {} {} ({}; prices in {}, {} tier(s), {} tenant override(s))",
                     o.name,

@@ -92,6 +92,13 @@ pub fn decode(record: &[u8]) -> Result<WireEvent<'_>, DecodeError> {
         Some(_) => return Err(DecodeError::malformed("not a JSON object")),
         None => return Err(DecodeError::malformed("empty record")),
     }
+    // Fast path: one derive-based pass. Anything unusual (an error, CloudEvents, an
+    // escape in `ts`) takes the careful path below, which names the field at fault.
+    if let Ok(fast) = serde_json::from_str::<FastFields<'_>>(text) {
+        if let Some(ev) = fast.validate() {
+            return Ok(ev);
+        }
+    }
     let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -107,6 +114,77 @@ fn strip_position(e: &serde_json::Error) -> String {
     match s.find(" at line ") {
         Some(i) => s[..i].to_string(),
         None => s,
+    }
+}
+
+/// The plain form as the common case has it; `None` from [`FastFields::validate`] means
+/// "take the careful path", never "invalid".
+#[derive(Deserialize)]
+struct FastFields<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    conversation: Cow<'a, str>,
+    #[serde(borrow)]
+    ts: Cow<'a, str>,
+    #[serde(borrow, default)]
+    attrs: Option<&'a RawValue>,
+    #[serde(default)]
+    specversion: Option<IgnoredAny>,
+}
+
+impl<'a> FastFields<'a> {
+    fn validate(self) -> Option<WireEvent<'a>> {
+        let in_bounds = |s: &str, max: usize| !s.is_empty() && s.len() <= max;
+        if self.specversion.is_some()
+            || !in_bounds(&self.id, 256)
+            || !in_bounds(&self.kind, 128)
+            || !in_bounds(&self.tenant, 256)
+            || !in_bounds(&self.conversation, 256)
+        {
+            return None;
+        }
+        let ts = parse_rfc3339(&self.ts).ok()?;
+        let attrs = match self.attrs {
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) if raw.get().starts_with('{') => Some(raw),
+            Some(_) => return None,
+            None => None,
+        };
+        let (mut intent, mut cost_usd) = (None, None);
+        if let Some(raw) = attrs {
+            let text = raw.get();
+            // Only attributes that name a field the engine reads need a second look.
+            if memchr::memmem::find(text.as_bytes(), b"intent").is_some()
+                || memchr::memmem::find(text.as_bytes(), b"cost_usd").is_some()
+            {
+                let known: KnownAttrs<'a> = serde_json::from_str(text).ok()?;
+                intent = match known.intent {
+                    Some(r) if r.get() == "null" => None,
+                    Some(r) => Some(string_value(r, "attrs.intent").ok()?),
+                    None => None,
+                };
+                cost_usd = match known.cost_usd {
+                    Some(r) if r.get() == "null" => None,
+                    Some(r) => Some(parse_cost(r, "attrs.cost_usd").ok()?),
+                    None => None,
+                };
+            }
+        }
+        Some(WireEvent {
+            id: self.id,
+            kind: self.kind,
+            tenant: self.tenant,
+            conversation: self.conversation,
+            ts,
+            intent,
+            cost_usd,
+            attrs,
+        })
     }
 }
 

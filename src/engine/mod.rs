@@ -327,8 +327,10 @@ impl Engine {
                 });
             }
             let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
-            if let Some(func) = outcome.handler_for(pe.kind, kind_name) {
-                self.invoke(slot, outcome, oid, func, Call::Event, pe.ts, Some(&mut pe));
+            if let Some(h) = outcome.handler_for(pe.kind, kind_name) {
+                if h.during.as_ref().is_none_or(|t| state.timers.iter().any(|(n, _)| n == t)) {
+                    self.invoke(slot, outcome, oid, &h.func, Call::Event, pe.ts, Some(&mut pe));
+                }
             }
         }
         self.close_if_decided(slot);

@@ -22,12 +22,21 @@ pub struct Outcome {
     pub ast: AST,
     /// `const IDLE_AFTER = "72h";`: when `on_idle` runs after the last event.
     pub idle_after: Option<Nanos>,
-    pub on_known: [Option<ImmutableString>; KNOWN.len()],
-    pub on_other: HashMap<String, ImmutableString>,
-    pub on_event: Option<ImmutableString>,
+    pub on_known: [Option<Handler>; KNOWN.len()],
+    pub on_other: HashMap<String, Handler>,
+    pub on_event: Option<Handler>,
     pub on_timer: Option<ImmutableString>,
     pub on_idle: Option<ImmutableString>,
     pub prices: OutcomePrices,
+}
+
+/// An event handler: `on_<type>(c, e)`, or `on_<type>_during_<timer>(c, e)`, which
+/// runs only while that timer is open (the engine checks, so other events of the type
+/// cost no script call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handler {
+    pub func: ImmutableString,
+    pub during: Option<ImmutableString>,
 }
 
 /// A problem in a rule file, with the line it is on when known.
@@ -86,9 +95,9 @@ impl Outcome {
             }
         }
 
-        let mut on_known: [Option<ImmutableString>; KNOWN.len()] = Default::default();
+        let mut on_known: [Option<Handler>; KNOWN.len()] = Default::default();
         let known_names: Vec<String> = KNOWN.iter().map(|k| handler_name(k)).collect();
-        let mut on_other = HashMap::new();
+        let mut on_other: HashMap<String, Option<Handler>> = HashMap::new();
         let (mut on_event, mut on_timer, mut on_idle) = (None, None, None);
         for f in ast.iter_functions() {
             if !f.name.starts_with("on_") {
@@ -113,18 +122,35 @@ impl Outcome {
                 ));
             }
             let fname: ImmutableString = f.name.into();
-            match f.name {
-                "on_event" => on_event = Some(fname),
-                "on_timer" => on_timer = Some(fname),
-                "on_idle" => on_idle = Some(fname),
+            let (base, during) = match f.name.rsplit_once("_during_") {
+                Some((b, t)) if !t.is_empty() && b.len() > 3 => (b, Some(ImmutableString::from(t))),
+                _ => (f.name, None),
+            };
+            let handler = Handler { func: fname.clone(), during };
+            let slot = match base {
+                "on_event" => &mut on_event,
+                "on_timer" if handler.during.is_none() => {
+                    on_timer = Some(fname);
+                    continue;
+                }
+                "on_idle" if handler.during.is_none() => {
+                    on_idle = Some(fname);
+                    continue;
+                }
                 n => match known_names.iter().position(|k| k == n) {
-                    Some(i) => on_known[i] = Some(fname),
-                    None => {
-                        on_other.insert(n.to_string(), fname);
-                    }
+                    Some(i) => &mut on_known[i],
+                    None => on_other.entry(n.to_string()).or_insert(None),
                 },
+            };
+            if let Some(prev) = slot {
+                return Err(problem(
+                    None,
+                    format!("{} and {} handle the same events: keep one", prev.func, handler.func),
+                ));
             }
+            *slot = Some(handler);
         }
+        let on_other: HashMap<String, Handler> = on_other.into_iter().filter_map(|(k, v)| v.map(|h| (k, h))).collect();
         if on_idle.is_some() != idle_after.is_some() {
             return Err(problem(
                 None,
@@ -147,7 +173,7 @@ impl Outcome {
     }
 
     /// The handler an event type dispatches to, if any.
-    pub fn handler_for(&self, kind: crate::kinds::Kind, name: &str) -> Option<&ImmutableString> {
+    pub fn handler_for(&self, kind: crate::kinds::Kind, name: &str) -> Option<&Handler> {
         let specific = match kind {
             crate::kinds::OTHER if !self.on_other.is_empty() => self.on_other.get(&handler_name(name)),
             crate::kinds::OTHER => None,
@@ -183,11 +209,22 @@ mod tests {
         )
         .unwrap();
         assert!(o.on_known[2].is_some());
+        assert_eq!(o.on_known[2].as_ref().unwrap().during, None);
         assert!(o.on_known[0].is_none());
         assert!(o.handler_for(crate::kinds::OTHER, "custom.thing").is_some());
         assert!(o.handler_for(crate::kinds::OTHER, "custom.other").is_none());
         assert_eq!(o.idle_after, Some(72 * 3_600_000_000_000));
         assert!(o.version.starts_with("sha256:") && o.version.len() == 23);
+    }
+
+    #[test]
+    fn during_handlers() {
+        let o = compile("fn on_message_customer_during_follow_up(c, e) {}").unwrap();
+        let h = o.on_known[1].as_ref().unwrap();
+        assert_eq!(h.during.as_deref(), Some("follow_up"));
+        assert_eq!(h.func, "on_message_customer_during_follow_up");
+        let e = compile("fn on_message_customer(c, e) {}\nfn on_message_customer_during_x(c, e) {}").unwrap_err();
+        assert!(e.message.contains("keep one"), "{e}");
     }
 
     #[test]
