@@ -198,16 +198,7 @@ fn fraction(name: &str, v: f64) -> anyhow::Result<f64> {
 // ---------------------------------------------------------------------------------------
 // Vocabulary
 
-const KINDS: [&str; 8] = [
-    "conversation.started",
-    "message.customer",
-    "message.ai",
-    "tool.called",
-    "llm.call",
-    "escalated",
-    "resolution.confirmed",
-    "conversation.closed",
-];
+use crate::kinds::KNOWN as KINDS;
 const K_STARTED: u8 = 0;
 const K_CUSTOMER: u8 = 1;
 const K_AI: u8 = 2;

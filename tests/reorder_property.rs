@@ -10,16 +10,7 @@ use verdict::replay::{Pipeline, Position};
 use verdict::rules::{sandbox, RuleSet};
 use verdict::timestamp::{format_rfc3339, parse_rfc3339, Span, NANOS_PER_HOUR, NANOS_PER_MILLI};
 
-const TYPES: [&str; 8] = [
-    "conversation.started",
-    "message.customer",
-    "message.ai",
-    "tool.called",
-    "llm.call",
-    "escalated",
-    "resolution.confirmed",
-    "conversation.closed",
-];
+use verdict::kinds::KNOWN as TYPES;
 const LATENESS_MS: i64 = 5_000;
 
 /// A gap between events: short, around the 24 h boundary, or long (abandonment).

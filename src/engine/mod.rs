@@ -215,7 +215,8 @@ impl Engine {
                 Ingest::Accepted
             }
         };
-        if self.wm.observe(ev.ts) {
+        // With zero lateness an event can be due at once without moving the watermark.
+        if self.wm.observe(ev.ts) || ev.ts <= self.wm.current() {
             self.run();
         }
         result
@@ -223,9 +224,8 @@ impl Engine {
 
     /// Moves the watermark to `t` (wall clock, or a fixture's end time) and runs what is due.
     pub fn advance_to(&mut self, t: Nanos) {
-        if self.wm.advance_to(t) {
-            self.run();
-        }
+        self.wm.advance_to(t);
+        self.run();
     }
 
     /// End of a finite input: the watermark goes to the largest `ts` seen; timers up to
