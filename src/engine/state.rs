@@ -36,6 +36,9 @@ pub struct Conv {
     pub open: Option<Box<OpenState>>,
 }
 
+/// Counts by type name, for types outside `KNOWN`.
+pub type OtherCounts = Vec<(Box<str>, u32)>;
+
 /// The state of a conversation that is not yet decided for every outcome.
 #[derive(Debug, Default)]
 pub struct OpenState {
@@ -43,7 +46,7 @@ pub struct OpenState {
     pub events: u32,
     pub counts: [u32; KNOWN.len()],
     /// Counts of types outside `KNOWN`; boxed because they are rare.
-    pub other_counts: Option<Box<Vec<(Box<str>, u32)>>>,
+    pub other_counts: Option<Box<OtherCounts>>,
     pub cost: Decimal,
     pub intent: Option<Box<str>>,
     pub started_seen: bool,
