@@ -347,3 +347,42 @@ fn a_generated_day_replays_byte_identically_with_one_verdict_per_decidable_conve
     assert!(verdicts.keys().all(|k| last.contains_key(k)));
     assert!(decidable > 0 || last.len() < 10);
 }
+
+#[test]
+fn cloudevents_input_and_zero_lateness() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("ce.ndjson");
+    let ce = |id: &str, kind: &str, time: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"/platform","type":"{kind}","time":"{time}","subject":"c7","data":{data}}}"#
+        )
+    };
+    std::fs::write(
+        &input,
+        [
+            ce(
+                "a",
+                "conversation.started",
+                "2026-06-12T10:00:00Z",
+                r#"{"tenant":"flatrate","intent":"billing_dispute"}"#,
+            ),
+            ce("b", "llm.call", "2026-06-12T10:00:01Z", r#"{"tenant":"flatrate","cost_usd":0.25}"#),
+            ce("c", "message.ai", "2026-06-12T10:00:02Z", r#"{"tenant":"flatrate"}"#),
+            ce("d", "conversation.closed", "2026-06-12T10:00:02Z", r#"{"tenant":"flatrate"}"#),
+            ce("e", "message.customer", "2026-06-13T10:00:03Z", r#"{"tenant":"flatrate"}"#),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let o = run(&["replay", "--lateness", "0s", input.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["tenant"], "flatrate");
+    assert_eq!(v["conversation"], "c7");
+    assert_eq!(v["reason"], "resolved");
+    assert_eq!(v["tier"], 3);
+    assert_eq!(v["amount"], "0.99", "flat per-tenant price");
+    assert_eq!(v["cost"], "0.25");
+    assert_eq!(v["decided_at"], "2026-06-13T10:00:02Z");
+    assert_eq!(v["events"], serde_json::json!(["a", "b", "c", "d"]));
+}
