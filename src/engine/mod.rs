@@ -35,8 +35,9 @@ pub const MAX_TIMER_CHAIN: u16 = 1000;
 pub struct EngineConfig {
     /// Allowed lateness `L`: the watermark trails the largest `ts` seen by this much.
     pub lateness: Span,
-    /// How long a decided conversation is remembered after its last event, so later
-    /// events for it are ignored instead of starting it again.
+    /// How long a decided conversation is remembered after its last event or its
+    /// decision (whichever is later), so later events for it are ignored instead of
+    /// starting it again.
     pub retain_decided: Span,
 }
 
@@ -67,8 +68,6 @@ pub struct Stats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ingest {
     Accepted,
-    /// Accepted, but its conversation is already decided: counted and ignored.
-    Ignored,
     Duplicate,
     /// Below the watermark (carried here) on arrival.
     Late {
@@ -178,48 +177,35 @@ impl Engine {
         }
         let slot = self.convs.get_or_insert(&ev.tenant, &ev.conversation);
         let conv = self.convs.get_mut(slot);
-        let result = match &conv.open {
-            None => {
-                conv.ignored += 1;
-                conv.last_ts = conv.last_ts.max(ev.ts);
-                self.stats.accepted += 1;
-                self.stats.ignored_after_decision += 1;
-                Ingest::Ignored
-            }
-            Some(open) => {
-                if open.ids.contains(&ev.id) || self.pending.contains(conv, &ev.id) {
-                    self.stats.duplicates += 1;
-                    return Ingest::Duplicate;
-                }
-                let kind = kinds::classify(&ev.kind);
-                let wants_attrs =
-                    if kind == kinds::OTHER { self.wants_attrs_other } else { self.wants_attrs[kind as usize] };
-                let pe = PendingEvent {
-                    slot,
-                    ts: ev.ts,
-                    seq: self.seq,
-                    kind,
-                    kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
-                    id: ev.id.as_ref().into(),
-                    cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
-                    intent: if kind == kinds::CONVERSATION_STARTED {
-                        ev.intent.as_deref().map(Into::into)
-                    } else {
-                        None
-                    },
-                    attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
-                };
-                self.seq += 1;
-                self.pending.push(conv, pe);
-                self.stats.accepted += 1;
-                Ingest::Accepted
-            }
+        // A decided conversation's events wait like any other: whether one is ignored or
+        // starts the conversation anew (after the tombstone's retention) is decided when
+        // it is applied, in event-time order, so arrival order cannot change it.
+        let applied_dup = conv.open.as_ref().is_some_and(|open| open.ids.contains(&ev.id));
+        if applied_dup || self.pending.contains(conv, &ev.id) {
+            self.stats.duplicates += 1;
+            return Ingest::Duplicate;
+        }
+        let kind = kinds::classify(&ev.kind);
+        let wants_attrs = if kind == kinds::OTHER { self.wants_attrs_other } else { self.wants_attrs[kind as usize] };
+        let pe = PendingEvent {
+            slot,
+            ts: ev.ts,
+            seq: self.seq,
+            kind,
+            kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
+            id: ev.id.as_ref().into(),
+            cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
+            intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
+            attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
         };
+        self.seq += 1;
+        self.pending.push(conv, pe);
+        self.stats.accepted += 1;
         // With zero lateness an event can be due at once without moving the watermark.
         if self.wm.observe(ev.ts) || ev.ts <= self.wm.current() {
             self.run();
         }
-        result
+        Ingest::Accepted
     }
 
     /// Moves the watermark to `t` (wall clock, or a fixture's end time) and runs what is due.
@@ -265,7 +251,16 @@ impl Engine {
 
     fn apply(&mut self, mut pe: PendingEvent) {
         let slot = pe.slot;
+        let retain = self.cfg.retain_decided.0;
         let conv = self.convs.get_mut(slot);
+        if conv.open.is_none() && pe.ts >= conv.last_ts.saturating_add(retain) {
+            // Past the tombstone's retention: in event-time order it was purged before
+            // this event, which starts the conversation anew. The new generation makes
+            // the old purge entry stale.
+            conv.gen = conv.gen.wrapping_add(1);
+            conv.ignored = 0;
+            conv.open = Some(Box::default());
+        }
         conv.last_ts = conv.last_ts.max(pe.ts);
         let Some(open) = conv.open.as_mut() else {
             conv.ignored += 1;
@@ -333,7 +328,7 @@ impl Engine {
                 }
             }
         }
-        self.close_if_decided(slot);
+        self.close_if_decided(slot, pe.ts);
     }
 
     fn fire(&mut self, t: TimerEntry) {
@@ -399,7 +394,7 @@ impl Engine {
                         outcome.file_name()
                     );
                     self.decide(t.slot, outcome, t.outcome, t.deadline, Err(msg));
-                    self.close_if_decided(t.slot);
+                    self.close_if_decided(t.slot, t.deadline);
                     return;
                 }
                 if let Some(func) = &outcome.on_timer {
@@ -408,7 +403,7 @@ impl Engine {
             }
             TimerKind::Purge => {}
         }
-        self.close_if_decided(t.slot);
+        self.close_if_decided(t.slot, t.deadline);
     }
 
     /// Calls one handler with the conversation's state and applies what it did.
@@ -547,8 +542,9 @@ impl Engine {
         });
     }
 
-    /// Turns a conversation decided for every outcome into a tombstone.
-    fn close_if_decided(&mut self, slot: u32) {
+    /// Turns a conversation decided for every outcome into a tombstone, kept for the
+    /// retention after its last event or its decision (`now`), whichever is later.
+    fn close_if_decided(&mut self, slot: u32, now: Nanos) {
         let conv = self.convs.get_mut(slot);
         let Some(open) = conv.open.as_ref() else { return };
         let all = self.outcome_ids.iter().all(|&id| open.outcome(id).is_some_and(|s| s.decided));
@@ -556,6 +552,7 @@ impl Engine {
             return;
         }
         conv.open = None;
+        conv.last_ts = conv.last_ts.max(now);
         let purge = Self::purge_entry(conv, slot, self.cfg.retain_decided.0);
         self.timers.push(purge);
     }
@@ -642,12 +639,38 @@ mod tests {
         e.cfg.retain_decided = Span::from_hours(1);
         feed(&mut e, "a", "done", "2026-06-12T00:00:00Z");
         assert_eq!(e.take_verdicts().count(), 1);
-        assert_eq!(feed(&mut e, "b", "x", "2026-06-12T00:30:00Z"), Ingest::Ignored);
+        assert_eq!(feed(&mut e, "b", "x", "2026-06-12T00:30:00Z"), Ingest::Accepted);
+        assert_eq!(e.stats().ignored_after_decision, 1);
         assert_eq!(e.conversations(), 1);
         // Far past the retention: the tombstone goes, and the conversation id is new again.
         feed_to(&mut e, "other", "z", "x", "2026-06-20T00:00:00Z");
         assert_eq!(e.pending_report().decided_retained, 0);
         assert_eq!(feed(&mut e, "c", "done", "2026-06-20T00:00:01Z"), Ingest::Accepted);
+        assert_eq!(e.take_verdicts().count(), 1);
+    }
+
+    #[test]
+    fn an_event_past_the_retention_starts_anew_whatever_the_arrival_order() {
+        // Two arrival orders of the same events within the lateness bound must agree:
+        // the late event of "c" comes after the tombstone's retention in event time.
+        let mut verdicts = Vec::new();
+        for other_first in [true, false] {
+            let mut e = engine_with(r#"fn on_done(c, e) { c.not_billable("done") }"#);
+            e.cfg.retain_decided = Span::from_hours(1);
+            e.cfg.lateness = Span::from_secs(5);
+            e.wm = Watermark::new(Span::from_secs(5).0);
+            feed(&mut e, "a", "done", "2026-06-12T00:00:00Z");
+            let (first, second) = if other_first { (("other", "z"), ("c", "b")) } else { (("c", "b"), ("other", "z")) };
+            feed_to(&mut e, first.0, first.1, "done", "2026-06-12T05:00:00Z");
+            feed_to(&mut e, second.0, second.1, "done", "2026-06-12T05:00:01Z");
+            e.finish();
+            let mut v: Vec<String> =
+                e.take_verdicts().map(|v| format!("{} {}", v.conversation, v.events.join(","))).collect();
+            v.sort();
+            verdicts.push(v);
+        }
+        assert_eq!(verdicts[0], verdicts[1]);
+        assert!(verdicts[0].contains(&"c b".to_string()), "{:?}", verdicts[0]);
     }
 
     #[test]
