@@ -263,7 +263,7 @@ impl Engine {
         }
         conv.last_ts = conv.last_ts.max(pe.ts);
         let Some(open) = conv.open.as_mut() else {
-            conv.ignored += 1;
+            conv.ignored = conv.ignored.saturating_add(1);
             self.stats.ignored_after_decision += 1;
             if conv.pending_head == NIL {
                 let purge = Self::purge_entry(conv, slot, self.cfg.retain_decided.0);
@@ -275,17 +275,17 @@ impl Engine {
         if open.events == 0 {
             open.first_ts = pe.ts;
         }
-        open.events += 1;
+        open.events = open.events.saturating_add(1);
         match pe.kind {
             kinds::OTHER => {
                 let name = pe.kind_name.as_deref().unwrap_or("");
                 let others = open.other_counts.get_or_insert_with(Default::default);
                 match others.iter_mut().find(|(k, _)| &**k == name) {
-                    Some((_, n)) => *n += 1,
+                    Some((_, n)) => *n = n.saturating_add(1),
                     None => others.push((name.into(), 1)),
                 }
             }
-            k => open.counts[k as usize] += 1,
+            k => open.counts[k as usize] = open.counts[k as usize].saturating_add(1),
         }
         if let Some(c) = pe.cost {
             open.cost = open.cost.checked_add(c).unwrap_or(Decimal::MAX);
