@@ -112,6 +112,13 @@ pub struct ReplayOptions {
     pub inputs: Vec<String>,
 }
 
+/// Sinks are written from callbacks; the first write error is kept and reported after.
+fn keep_first(slot: &mut Option<std::io::Error>, result: std::io::Result<()>) {
+    if let Err(e) = result {
+        slot.get_or_insert(e);
+    }
+}
+
 /// Runs a replay. Fails only when it cannot run (rules, unreadable input, output).
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
     let rhai = Arc::new(sandbox::build(&opts.limits));
@@ -134,26 +141,14 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
         let source = if input == "-" { "stdin" } else { input.as_str() };
         while let Some(line) = lines.next_line().with_context(|| format!("reading {input}"))? {
             let at = Position { source, line: line.line, offset: line.offset };
-            pipeline.feed(line.bytes, line.size, line.truncated, at, &mut |d| {
-                if let Err(e) = dead.write(&d) {
-                    io_err.get_or_insert(e);
-                }
-            });
-            pipeline.drain(|v| {
-                if let Err(e) = out.write(v) {
-                    io_err.get_or_insert(e);
-                }
-            });
+            pipeline.feed(line.bytes, line.size, line.truncated, at, &mut |d| keep_first(&mut io_err, dead.write(&d)));
+            pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
             if let Some(e) = io_err.take() {
                 return Err(e).context("writing verdicts or dead letters");
             }
         }
     }
-    pipeline.finish(|v| {
-        if let Err(e) = out.write(v) {
-            io_err.get_or_insert(e);
-        }
-    });
+    pipeline.finish(|v| keep_first(&mut io_err, out.write(v)));
     if let Some(e) = io_err.take() {
         return Err(e).context("writing verdicts");
     }

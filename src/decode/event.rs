@@ -149,12 +149,7 @@ impl<'a> FastFields<'a> {
             return None;
         }
         let ts = parse_rfc3339(&self.ts).ok()?;
-        let attrs = match self.attrs {
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) if raw.get().starts_with('{') => Some(raw),
-            Some(_) => return None,
-            None => None,
-        };
+        let attrs = object_or_null(self.attrs).ok()?;
         let (mut intent, mut cost_usd) = (None, None);
         if let Some(raw) = attrs {
             let text = raw.get();
@@ -163,16 +158,7 @@ impl<'a> FastFields<'a> {
                 || memchr::memmem::find(text.as_bytes(), b"cost_usd").is_some()
             {
                 let known: KnownAttrs<'a> = serde_json::from_str(text).ok()?;
-                intent = match known.intent {
-                    Some(r) if r.get() == "null" => None,
-                    Some(r) => Some(string_value(r, "attrs.intent").ok()?),
-                    None => None,
-                };
-                cost_usd = match known.cost_usd {
-                    Some(r) if r.get() == "null" => None,
-                    Some(r) => Some(parse_cost(r, "attrs.cost_usd").ok()?),
-                    None => None,
-                };
+                (intent, cost_usd) = known.read(PLAIN_NAMES).ok()?;
             }
         }
         Some(WireEvent {
@@ -254,6 +240,41 @@ struct KnownAttrs<'a> {
     tenant: Option<&'a RawValue>,
 }
 
+/// Field names of `intent` and `cost_usd` in messages, by form.
+const PLAIN_NAMES: (&str, &str) = ("attrs.intent", "attrs.cost_usd");
+const CLOUD_NAMES: (&str, &str) = ("data.intent", "data.cost_usd");
+
+impl<'a> KnownAttrs<'a> {
+    /// `intent` and `cost_usd`, checked; `null` counts as absent.
+    fn read(
+        &self,
+        (intent_name, cost_name): (&str, &str),
+    ) -> Result<(Option<Cow<'a, str>>, Option<Decimal>), DecodeError> {
+        let intent = match non_null(self.intent) {
+            Some(raw) => Some(string_value(raw, intent_name)?),
+            None => None,
+        };
+        let cost = match non_null(self.cost_usd) {
+            Some(raw) => Some(parse_cost(raw, cost_name)?),
+            None => None,
+        };
+        Ok((intent, cost))
+    }
+}
+
+fn non_null(raw: Option<&RawValue>) -> Option<&RawValue> {
+    raw.filter(|r| r.get() != "null")
+}
+
+/// The attributes object: absent and `null` are both `None`; any other JSON type is an error.
+fn object_or_null(raw: Option<&RawValue>) -> Result<Option<&RawValue>, ()> {
+    match non_null(raw) {
+        Some(r) if r.get().starts_with('{') => Ok(Some(r)),
+        Some(_) => Err(()),
+        None => Ok(None),
+    }
+}
+
 impl<'a> Fields<'a> {
     fn validate(self) -> Result<WireEvent<'a>, DecodeError> {
         let cloud = self.specversion.is_some();
@@ -268,12 +289,8 @@ impl<'a> Fields<'a> {
         let ts_text = required_str(ts_raw, ts_name, 64)?;
         let ts = parse_rfc3339(&ts_text).map_err(|e| DecodeError::invalid(format!("field `{ts_name}`: {e}")))?;
 
-        let attrs = match attrs_raw {
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) if raw.get().starts_with('{') => Some(raw),
-            Some(_) => return Err(DecodeError::invalid(format!("field `{attrs_name}`: expected an object"))),
-            None => None,
-        };
+        let attrs = object_or_null(attrs_raw)
+            .map_err(|()| DecodeError::invalid(format!("field `{attrs_name}`: expected an object")))?;
         let known = match attrs {
             Some(raw) => serde_json::from_str::<KnownAttrs<'a>>(raw.get())
                 .map_err(|e| DecodeError::invalid(format!("field `{attrs_name}`: {}", strip_position(&e))))?,
@@ -286,18 +303,7 @@ impl<'a> Fields<'a> {
         } else {
             required_str(self.tenant, "tenant", 256)?
         };
-        let intent_name = if cloud { "data.intent" } else { "attrs.intent" };
-        let intent = match known.intent {
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) => Some(string_value(raw, intent_name)?),
-            None => None,
-        };
-        let cost_name = if cloud { "data.cost_usd" } else { "attrs.cost_usd" };
-        let cost_usd = match known.cost_usd {
-            Some(raw) if raw.get() == "null" => None,
-            Some(raw) => Some(parse_cost(raw, cost_name)?),
-            None => None,
-        };
+        let (intent, cost_usd) = known.read(if cloud { CLOUD_NAMES } else { PLAIN_NAMES })?;
         Ok(WireEvent { id, kind, tenant, conversation, ts, intent, cost_usd, attrs })
     }
 }
@@ -363,20 +369,8 @@ fn parse_cost(raw: &RawValue, name: &str) -> Result<Decimal, DecodeError> {
     if value > MAX_COST_USD {
         return Err(DecodeError::invalid(format!("field `{name}`: {digits} is over the limit of {MAX_COST_USD}")));
     }
-    Ok(value.normalize_zero())
-}
-
-trait NormalizeZero {
-    fn normalize_zero(self) -> Self;
-}
-impl NormalizeZero for Decimal {
-    fn normalize_zero(self) -> Self {
-        if self.is_zero() {
-            Decimal::ZERO
-        } else {
-            self
-        }
-    }
+    // `-0` and `0.000` are both plain zero.
+    Ok(if value.is_zero() { Decimal::ZERO } else { value })
 }
 
 #[cfg(test)]

@@ -41,11 +41,6 @@ impl IdList {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-
-    /// Heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
-        self.buf.capacity()
-    }
 }
 
 pub struct IdIter<'a> {

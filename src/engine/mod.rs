@@ -296,13 +296,10 @@ impl Engine {
         }
         open.ids.push(&pe.id);
 
+        let (conv_gen, key_hash) = (conv.gen, conv.key_hash);
         let rules = self.rules.clone();
         for (i, outcome) in rules.outcomes.iter().enumerate() {
             let oid = self.outcome_ids[i];
-            let (conv_gen, key_hash) = {
-                let c = self.convs.get(slot);
-                (c.gen, c.key_hash)
-            };
             let Some(open) = self.convs.get_mut(slot).open.as_mut() else { break };
             let state = open.outcome_mut(oid);
             if state.decided {

@@ -113,11 +113,6 @@ impl Reorder {
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
     }
-
-    /// Every waiting event, in no particular order (for checkpoints).
-    pub fn iter(&self) -> impl Iterator<Item = &PendingEvent> {
-        self.entries.iter().flatten().map(|e| &e.ev)
-    }
 }
 
 #[cfg(test)]

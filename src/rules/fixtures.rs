@@ -114,7 +114,7 @@ pub fn run_file(rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, path: &Path) -> 
     let err = |message: String| FixtureError { file: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let file: FixtureFile = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = super::toml_error_line(&text, &e);
         err(format!("line {}: {}", line.unwrap_or(0), e.message()))
     })?;
     let fname = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();

@@ -21,6 +21,11 @@ pub const PRICES_FILE: &str = "prices.toml";
 /// Fixture files end with this.
 pub const FIXTURE_SUFFIX: &str = ".test.toml";
 
+/// The 1-based line a TOML error points at, if it points anywhere.
+pub(crate) fn toml_error_line(text: &str, e: &toml::de::Error) -> Option<usize> {
+    e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+}
+
 /// Everything that is wrong with a rules directory.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]

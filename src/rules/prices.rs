@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::Path;
 
 use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
@@ -112,10 +111,8 @@ fn tier_key(k: &str, at: &str) -> Result<u8, PriceError> {
 impl PriceBook {
     /// Parses the text of a prices file.
     pub fn parse(text: &str) -> Result<PriceBook, PriceError> {
-        let raw: BTreeMap<String, OutcomeFile> = toml::from_str(text).map_err(|e| PriceError {
-            line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
-            message: e.message().to_string(),
-        })?;
+        let raw: BTreeMap<String, OutcomeFile> = toml::from_str(text)
+            .map_err(|e| PriceError { line: super::toml_error_line(text, &e), message: e.message().to_string() })?;
         let mut book = PriceBook::default();
         for (name, o) in raw {
             if o.currency.len() != 3 || !o.currency.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -139,12 +136,6 @@ impl PriceBook {
             book.outcomes.insert(name, OutcomePrices { currency: o.currency, tiers, tenants });
         }
         Ok(book)
-    }
-
-    pub fn load(path: &Path) -> Result<PriceBook, PriceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PriceError { line: None, message: format!("cannot read: {e}") })?;
-        Self::parse(&text)
     }
 }
 
