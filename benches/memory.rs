@@ -73,7 +73,7 @@ fn main() {
                 format_rfc3339(ts)
             );
             let at = Position { source: "mem", line: k, offset: 0 };
-            p.feed(line.as_bytes(), line.len() as u64, false, at, &mut |d| panic!("rejected: {}", d.error));
+            p.feed(line.as_bytes(), line.len() as u64, false, None, at, &mut |d| panic!("rejected: {}", d.error));
             p.drain(|_| panic!("nothing should be decided"));
         }
     }

@@ -77,7 +77,7 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, u
     let mut rejected = 0u64;
     for (i, line) in lines(buf).enumerate() {
         let at = Position { source: "bench", line: i as u64 + 1, offset: 0 };
-        p.feed(line, line.len() as u64, false, at, &mut |_| rejected += 1);
+        p.feed(line, line.len() as u64, false, None, at, &mut |_| rejected += 1);
         p.drain(|v| {
             serde_json::to_writer(&mut out, v).expect("write");
             out.push(b'\n');

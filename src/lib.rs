@@ -2,14 +2,18 @@
 //! sources -> decode -> engine (state, time, rules) -> verdicts -> sinks and aggregates.
 
 pub mod aggregates;
+pub mod checkpoint;
 pub mod decode;
 pub mod engine;
 pub mod gen;
 pub mod kinds;
 pub mod replay;
 pub mod rules;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod summary;
+pub mod telemetry;
 pub mod timestamp;
 pub mod verdicts;
+pub mod wal;

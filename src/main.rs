@@ -41,6 +41,8 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Run the service: HTTP ingest and API, followed files, hot reload, checkpoints.
+    Run(Box<verdict::service::RunConfig>),
     /// Compile the outcome definitions and prices of a rules directory.
     Check {
         #[arg(default_value = "rules")]
@@ -97,6 +99,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 secs,
                 s.records as f64 / secs.max(1e-9)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(cfg) => {
+            let cfg = verdict::service::RunConfig::resolve(*cfg)?;
+            verdict::service::run(cfg)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { dir } => {

@@ -10,17 +10,27 @@ use anyhow::Context;
 use crate::aggregates::Aggregates;
 use crate::decode::{self, DeadLetter, RejectReason};
 use crate::engine::{Engine, EngineConfig, Ingest};
+use crate::kinds::{self, Kind};
 use crate::rules::{sandbox, Limits, RuleSet};
 use crate::sinks::NdjsonSink;
 use crate::sources::{open_input, LineReader};
 use crate::summary::Summary;
-use crate::timestamp::{format_rfc3339, Span};
+use crate::telemetry::EventResult;
+use crate::timestamp::{format_rfc3339, Nanos, Span};
 use crate::verdicts::Verdict;
 
 /// Decode, engine and aggregates, fed one record at a time.
 pub struct Pipeline {
     pub engine: Engine,
     pub summary: Summary,
+}
+
+/// What became of one fed record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fed {
+    Blank,
+    Rejected(RejectReason),
+    Event(Kind, EventResult),
 }
 
 /// Where a record came from.
@@ -37,44 +47,45 @@ impl Pipeline {
     }
 
     /// Feeds one record. Rejections go to `dead`; verdicts are left in the engine.
+    /// `not_after` rejects events further ahead than the wall clock allows (live intake).
+    #[allow(clippy::too_many_arguments)]
     pub fn feed(
         &mut self,
         record: &[u8],
         size: u64,
         truncated: bool,
+        not_after: Option<Nanos>,
         at: Position<'_>,
         dead: &mut dyn FnMut(DeadLetter<'_>),
-    ) {
+    ) -> Fed {
         if !truncated && record.iter().all(u8::is_ascii_whitespace) {
             self.summary.blank_lines += 1;
-            return;
+            return Fed::Blank;
         }
         self.summary.records += 1;
-        let result = if truncated {
-            Err(decode::DecodeError {
-                reason: RejectReason::TooLarge,
-                message: format!("record is {size} bytes, the limit is {}", decode::MAX_RECORD_BYTES),
-            })
-        } else {
-            decode::decode(record)
-        };
-        let ev = match result {
+        let ev = match decode::admit(record, size, truncated, not_after) {
             Ok(ev) => ev,
             Err(e) => {
                 self.summary.reject(e.reason);
                 dead(DeadLetter::new(e.reason, e.message, at.source, at.line, at.offset, record, size));
-                return;
+                return Fed::Rejected(e.reason);
             }
         };
-        if let Ingest::Late { watermark } = self.engine.ingest(&ev) {
-            self.summary.reject(RejectReason::Late);
-            let msg = format!(
-                "ts {} is before the watermark {} (allowed lateness {})",
-                format_rfc3339(ev.ts),
-                format_rfc3339(watermark),
-                Span(self.engine.watermark().lateness())
-            );
-            dead(DeadLetter::new(RejectReason::Late, msg, at.source, at.line, at.offset, record, size));
+        let kind = kinds::classify(&ev.kind);
+        match self.engine.ingest(&ev) {
+            Ingest::Accepted => Fed::Event(kind, EventResult::Accepted),
+            Ingest::Duplicate => Fed::Event(kind, EventResult::Duplicate),
+            Ingest::Late { watermark } => {
+                self.summary.reject(RejectReason::Late);
+                let msg = format!(
+                    "ts {} is before the watermark {} (allowed lateness {})",
+                    format_rfc3339(ev.ts),
+                    format_rfc3339(watermark),
+                    Span(self.engine.watermark().lateness())
+                );
+                dead(DeadLetter::new(RejectReason::Late, msg, at.source, at.line, at.offset, record, size));
+                Fed::Event(kind, EventResult::Late)
+            }
         }
     }
 
@@ -141,7 +152,9 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
         let source = if input == "-" { "stdin" } else { input.as_str() };
         while let Some(line) = lines.next_line().with_context(|| format!("reading {input}"))? {
             let at = Position { source, line: line.line, offset: line.offset };
-            pipeline.feed(line.bytes, line.size, line.truncated, at, &mut |d| keep_first(&mut io_err, dead.write(&d)));
+            pipeline.feed(line.bytes, line.size, line.truncated, None, at, &mut |d| {
+                keep_first(&mut io_err, dead.write(&d))
+            });
             pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
             if let Some(e) = io_err.take() {
                 return Err(e).context("writing verdicts or dead letters");

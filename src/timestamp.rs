@@ -90,6 +90,12 @@ impl Span {
     }
 }
 
+/// The wall clock now.
+pub fn now() -> Nanos {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(d.as_nanos()).unwrap_or(Nanos::MAX)
+}
+
 /// Why a duration was refused.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid duration {input:?}: {cause} (write it like 5s, 250ms, 24h)")]

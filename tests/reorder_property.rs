@@ -62,7 +62,7 @@ fn replay(lines: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, l) in lines.iter().enumerate() {
         let at = Position { source: "prop", line: i as u64 + 1, offset: 0 };
-        p.feed(l.as_bytes(), l.len() as u64, false, at, &mut |d| panic!("rejected {}: {}", d.error, l));
+        p.feed(l.as_bytes(), l.len() as u64, false, None, at, &mut |d| panic!("rejected {}: {}", d.error, l));
         p.drain(|v| out.push(serde_json::to_string(v).unwrap()));
     }
     p.finish(|v| out.push(serde_json::to_string(v).unwrap()));

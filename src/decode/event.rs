@@ -62,6 +62,35 @@ impl DecodeError {
     }
 }
 
+/// Decodes one record as a source delivered it: `truncated` records (over the limit) are
+/// `too_large`, and with `not_after` set an event whose `ts` is later is `invalid`
+/// (too far ahead of the wall clock at arrival). The one check every intake shares, so
+/// an HTTP response and the dead letters always agree.
+pub fn admit(
+    record: &[u8],
+    size: u64,
+    truncated: bool,
+    not_after: Option<Nanos>,
+) -> Result<WireEvent<'_>, DecodeError> {
+    if truncated || record.len() > MAX_RECORD_BYTES {
+        return Err(DecodeError {
+            reason: RejectReason::TooLarge,
+            message: format!("record is {size} bytes, the limit is {MAX_RECORD_BYTES}"),
+        });
+    }
+    let ev = decode(record)?;
+    if let Some(limit) = not_after {
+        if ev.ts > limit {
+            return Err(DecodeError::invalid(format!(
+                "field `ts` ({}) is too far in the future: the latest accepted on arrival was {}",
+                crate::timestamp::format_rfc3339(ev.ts),
+                crate::timestamp::format_rfc3339(limit)
+            )));
+        }
+    }
+    Ok(ev)
+}
+
 /// A validated event, borrowing from the record it was decoded from.
 #[derive(Clone, Debug)]
 pub struct WireEvent<'a> {

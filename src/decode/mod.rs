@@ -4,4 +4,4 @@ pub mod deadletter;
 pub mod event;
 
 pub use deadletter::DeadLetter;
-pub use event::{decode, DecodeError, RejectReason, WireEvent, MAX_RECORD_BYTES};
+pub use event::{admit, decode, DecodeError, RejectReason, WireEvent, MAX_RECORD_BYTES};

@@ -60,20 +60,35 @@ impl<'a> Iterator for IdIter<'a> {
     }
 }
 
+// Checkpoints store the packed buffer as one byte string: a million conversations
+// load in one copy each instead of an allocation per id.
 impl serde::Serialize for IdList {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        s.serialize_bytes(&self.buf)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for IdList {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let ids: Vec<String> = serde::Deserialize::deserialize(d)?;
-        let mut list = IdList::default();
-        for id in &ids {
-            list.push(id);
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = IdList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a packed id list")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<IdList, E> {
+                self.visit_byte_buf(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, buf: Vec<u8>) -> Result<IdList, E> {
+                let list = IdList { buf };
+                // Every entry must be whole UTF-8, or the audit trail would end early.
+                if list.iter().map(|id| id.len() + 1).sum::<usize>() != list.buf.len() {
+                    return Err(E::custom("a packed id list is cut or not UTF-8"));
+                }
+                Ok(list)
+            }
         }
-        Ok(list)
+        d.deserialize_byte_buf(Bytes)
     }
 }
 

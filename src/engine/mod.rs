@@ -4,7 +4,9 @@
 //! types a definition subscribes to. Decisions become [`Verdict`]s.
 
 pub mod idlist;
+pub mod inspect;
 pub mod reorder;
+pub mod snapshot;
 pub mod state;
 pub mod timers;
 pub mod watermark;

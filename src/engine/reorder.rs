@@ -12,7 +12,7 @@ use crate::kinds::Kind;
 use crate::timestamp::Nanos;
 
 /// An accepted event, owned, waiting to be applied.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PendingEvent {
     pub slot: u32,
     pub ts: Nanos,
@@ -27,12 +27,13 @@ pub struct PendingEvent {
     pub attrs: Option<Box<str>>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
     ev: PendingEvent,
     next: u32,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Reorder {
     entries: Vec<Option<Entry>>,
     free: Vec<u32>,
@@ -104,6 +105,16 @@ impl Reorder {
             cur = e.next;
         }
         false
+    }
+
+    /// Events waiting for one conversation.
+    pub fn count_for(&self, conv: &Conv) -> usize {
+        let (mut n, mut cur) = (0, conv.pending_head);
+        while let Some(e) = self.entries.get(cur as usize).and_then(Option::as_ref) {
+            n += 1;
+            cur = e.next;
+        }
+        n
     }
 
     pub fn len(&self) -> usize {

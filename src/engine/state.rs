@@ -19,7 +19,7 @@ pub const NIL: u32 = u32::MAX;
 
 /// One conversation. Once every outcome has decided it keeps only its key and times
 /// (a tombstone), so later events are ignored, until it is purged.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Conv {
     /// Bumped on every reuse of the slot, so stale timer entries can be recognised.
     pub gen: u32,
@@ -40,7 +40,7 @@ pub struct Conv {
 pub type OtherCounts = Vec<(Box<str>, u32)>;
 
 /// The state of a conversation that is not yet decided for every outcome.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OpenState {
     pub first_ts: Nanos,
     pub events: u32,
@@ -55,7 +55,7 @@ pub struct OpenState {
 }
 
 /// The state one outcome definition keeps for one conversation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeState {
     /// Stable id of the outcome name (see `Engine::outcome_id`).
     pub outcome: u16,
@@ -63,8 +63,10 @@ pub struct OutcomeState {
     pub idle_armed: bool,
     /// Timers fired since the last event (see `MAX_TIMER_CHAIN`).
     pub timer_chain: u16,
+    #[serde(with = "super::snapshot::timers")]
     pub timers: Timers,
     /// Fields the script keeps with `c.set`; boxed because most definitions keep none.
+    #[serde(with = "super::snapshot::vars")]
     pub vars: Option<Box<Map>>,
 }
 
@@ -245,6 +247,60 @@ impl ConvTable {
     /// Live conversations with their slots.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Conv)> {
         self.slots.iter().enumerate().filter(|(_, c)| c.live).map(|(i, c)| (i as u32, c))
+    }
+}
+
+/// What a checkpoint keeps of the table: the slots as they are (timer and buffer entries
+/// refer to slots), the free list and the tenant names. The indexes are rebuilt on load.
+#[derive(serde::Serialize)]
+struct TableRef<'a> {
+    slots: &'a [Conv],
+    free: &'a [u32],
+    tenants: &'a [Box<str>],
+}
+
+#[derive(serde::Deserialize)]
+struct TableOwned {
+    slots: Vec<Conv>,
+    free: Vec<u32>,
+    tenants: Vec<Box<str>>,
+}
+
+impl serde::Serialize for ConvTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        TableRef { slots: &self.slots, free: &self.free, tenants: &self.tenants }.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ConvTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let t = TableOwned::deserialize(d)?;
+        let mut table = ConvTable { slots: Vec::new(), free: t.free, tenants: t.tenants, ..Default::default() };
+        for (i, name) in table.tenants.iter().enumerate() {
+            table.tenant_index.insert(name.clone(), i as u32);
+        }
+        if let Some(&bad) = table.free.iter().find(|&&f| f as usize >= t.slots.len()) {
+            return Err(D::Error::custom(format!("free slot {bad} is outside the table of {}", t.slots.len())));
+        }
+        table.index.reserve(t.slots.len(), |_| 0);
+        for (i, c) in t.slots.iter().enumerate() {
+            if !c.live {
+                continue;
+            }
+            let Some(tenant) = table.tenants.get(c.tenant as usize) else {
+                return Err(D::Error::custom(format!("slot {i} names tenant {} of {}", c.tenant, table.tenants.len())));
+            };
+            let hash = table.hasher.hash_one((&**tenant, &*c.conversation));
+            let (slots, tenants, hasher) = (&t.slots, &table.tenants, &table.hasher);
+            table.index.insert_unique(hash, i as u32, |&s| {
+                let c = &slots[s as usize];
+                hasher.hash_one((&*tenants[c.tenant as usize], &*c.conversation))
+            });
+            table.live += 1;
+        }
+        table.slots = t.slots;
+        Ok(table)
     }
 }
 

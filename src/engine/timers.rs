@@ -11,7 +11,7 @@ use rhai::ImmutableString;
 use crate::timestamp::Nanos;
 
 /// What a queue entry stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum TimerKind {
     /// A timer a rule started by name (the entry's `name`).
     Named = 0,
@@ -22,13 +22,14 @@ pub enum TimerKind {
 }
 
 /// One queue entry (40 bytes: there is one per open conversation and outcome).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimerEntry {
     pub deadline: Nanos,
     /// Fixed-seed hash of the conversation key: equal deadlines fire in the same order
     /// in every run, whatever the arrival order was.
     pub key_hash: u64,
     /// The timer's name, for `Named`.
+    #[serde(with = "super::snapshot::opt_name")]
     pub name: Option<ImmutableString>,
     pub slot: u32,
     pub gen: u32,
@@ -49,7 +50,7 @@ impl PartialOrd for TimerEntry {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct TimerQueue {
     heap: BinaryHeap<Reverse<TimerEntry>>,
 }

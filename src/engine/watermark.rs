@@ -29,6 +29,12 @@ impl Watermark {
         self.lateness
     }
 
+    /// Changes the allowed lateness from now on (a restart with a new setting); the
+    /// watermark itself stays where it is.
+    pub fn set_lateness(&mut self, lateness: Nanos) {
+        self.lateness = lateness;
+    }
+
     /// Whether an event with this `ts` arrives too late to be applied.
     #[inline]
     pub fn is_late(&self, ts: Nanos) -> bool {

@@ -165,7 +165,7 @@ fn run_case(rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, outcome: &str, ci: u
         let line = serde_json::Value::Object(obj).to_string();
         let at = Position { source: &source, line: i as u64 + 1, offset: 0 };
         let mut rejected = None;
-        pipeline.feed(line.as_bytes(), line.len() as u64, false, at, &mut |d| {
+        pipeline.feed(line.as_bytes(), line.len() as u64, false, None, at, &mut |d| {
             rejected = Some(format!("{}: {}", d.reason.as_str(), d.error));
         });
         if let Some(r) = rejected {

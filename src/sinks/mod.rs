@@ -1,5 +1,7 @@
 //! Sinks: where verdicts and dead letters go. NDJSON to a file or stdout here.
 
+pub mod append;
+
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;

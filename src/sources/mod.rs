@@ -1,7 +1,9 @@
 //! Sources: where records come from, each with positions for dead letters and, in the
 //! service, for checkpoints.
 
+pub mod body;
 pub mod ndjson;
+pub mod tail;
 
 pub use ndjson::{Line, LineReader};
 

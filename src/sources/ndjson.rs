@@ -35,6 +35,11 @@ impl<R: Read> LineReader<R> {
         LineReader { inner: BufReader::with_capacity(256 * 1024, inner), buf: Vec::new(), line: 0, offset: 0, max }
     }
 
+    /// Whether input is already buffered, so the next line may not need to wait.
+    pub fn has_buffered(&self) -> bool {
+        !self.inner.buffer().is_empty()
+    }
+
     /// The next line; `None` at end of input. A last line without `\n` counts.
     pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
         self.buf.clear();

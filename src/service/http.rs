@@ -1,0 +1,283 @@
+//! The HTTP API of SPEC section 7: ingest, usage, the audit view of a verdict, live
+//! conversation state, rule status and reload, metrics, health and readiness.
+//! Ingest and admin routes take an optional bearer token.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crossbeam_channel::{Sender, TrySendError};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::input::{Input, Records};
+use super::reload::Reloader;
+use super::sequencer::Append;
+use super::shared::{verdict_key, Shared};
+use super::worker::Control;
+use crate::aggregates::Usage;
+use crate::decode;
+use crate::sources::body;
+use crate::telemetry;
+use crate::timestamp::{self, Nanos, Span};
+
+#[derive(Clone)]
+pub struct Api {
+    pub shared: Arc<Shared>,
+    /// `None` when HTTP ingest is turned off.
+    pub log: Option<Sender<Append>>,
+    pub worker: Sender<Control>,
+    pub reloader: Arc<Reloader>,
+    pub metrics: PrometheusHandle,
+    pub token: Option<Arc<str>>,
+    pub max_future_skew: Option<Span>,
+}
+
+pub fn router(api: Api, max_body: usize) -> Router {
+    let guarded = Router::new()
+        .route("/v1/events", post(ingest))
+        .route("/v1/rules/reload", post(reload))
+        .route("/v1/conversations/{tenant}/{conversation}", get(conversation))
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .merge(guarded)
+        .route("/v1/usage", get(usage))
+        .route("/v1/verdicts/{id}", get(verdict))
+        .route("/v1/rules", get(rules))
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(observe))
+        .with_state(api)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn busy(status: StatusCode, message: &str) -> Response {
+    metrics::counter!(telemetry::THROTTLED).increment(1);
+    let mut r = error(status, message);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    if let Some(token) = &api.token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Compare without an early exit, so timing does not tell how much matched.
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            let mut r = error(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <token>`");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn observe(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    metrics::counter!(telemetry::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => resp.status().as_u16().to_string())
+        .increment(1);
+    metrics::histogram!(telemetry::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    resp
+}
+
+#[derive(Serialize)]
+struct RecordError {
+    line: u64,
+    offset: u64,
+    reason: &'static str,
+    error: String,
+}
+
+#[derive(Serialize)]
+struct IngestReply {
+    /// Records that passed validation and are now durable.
+    accepted: usize,
+    /// Records refused, with where they are in the body; they are dead-lettered too.
+    rejected: Vec<RecordError>,
+}
+
+async fn ingest(State(api): State<Api>, body: Bytes) -> Response {
+    let Some(log) = &api.log else {
+        return error(StatusCode::NOT_FOUND, "HTTP ingest is turned off (http_ingest = false)");
+    };
+    if !api.shared.is_ready() {
+        return busy(StatusCode::SERVICE_UNAVAILABLE, "not ready (recovering or shutting down)");
+    }
+    if api.shared.over_backlog() {
+        return busy(StatusCode::TOO_MANY_REQUESTS, "the engine is behind; retry shortly");
+    }
+    let received_at: Nanos = timestamp::now();
+    let records = match body::split(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let not_after = api.max_future_skew.map(|s| received_at.saturating_add(s.0));
+    let mut batch = Records::new("http", received_at);
+    let mut rejected = Vec::new();
+    for r in &records {
+        // The worker repeats this check on the logged record, with the same result.
+        if let Err(e) = decode::admit(r.bytes, r.size, r.truncated, not_after) {
+            rejected.push(RecordError { line: r.line, offset: r.offset, reason: e.reason.as_str(), error: e.message });
+        }
+        batch.push(r.bytes, r.line, r.offset, r.size, r.truncated);
+    }
+    let accepted = records.len() - rejected.len();
+    if !batch.is_empty() {
+        let (ack, done) = oneshot::channel();
+        match log.try_send(Append::new(Input::Records(batch), Some(ack), &api.shared)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(a)) => {
+                a.withdraw(&api.shared);
+                return busy(StatusCode::SERVICE_UNAVAILABLE, "the log is busy; retry shortly");
+            }
+            Err(TrySendError::Disconnected(a)) => {
+                a.withdraw(&api.shared);
+                return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+        }
+        match done.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Err(_) => {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, "the log stopped before the events were durable")
+            }
+        }
+    }
+    let status = if accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, Json(IngestReply { accepted, rejected })).into_response()
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    tenant: Option<String>,
+    period: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UsageReply<'a> {
+    tenant: &'a str,
+    period: &'a str,
+    #[serde(flatten)]
+    usage: Usage,
+}
+
+fn valid_period(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.len() == 7
+        && b[4] == b'-'
+        && b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit)
+        && matches!(p[5..].parse::<u8>(), Ok(1..=12))
+}
+
+async fn usage(State(api): State<Api>, Query(q): Query<UsageQuery>) -> Response {
+    let Some(tenant) = q.tenant.filter(|t| !t.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "query parameter `tenant` is required");
+    };
+    let period = q.period.unwrap_or_else(|| timestamp::period_of(timestamp::now()));
+    if !valid_period(&period) {
+        return error(StatusCode::BAD_REQUEST, format!("`period` must be YYYY-MM, not {period:?}"));
+    }
+    let usage = api.shared.usage.get(&tenant).and_then(|p| p.get(&period).cloned()).unwrap_or_default();
+    Json(UsageReply { tenant: &tenant, period: &period, usage }).into_response()
+}
+
+async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Some(key) = verdict_key(&id) else {
+        return error(StatusCode::BAD_REQUEST, "a verdict id is 32 hex digits");
+    };
+    let Some(at) = api.shared.verdicts.get(&key).map(|e| *e.value()) else {
+        return error(StatusCode::NOT_FOUND, format!("no verdict {id}"));
+    };
+    let path = api.shared.output_path.clone();
+    let line = tokio::task::spawn_blocking(move || {
+        crate::sinks::append::read_line_at(&path, at, crate::decode::MAX_RECORD_BYTES * 64)
+    })
+    .await;
+    match line {
+        Ok(Ok(line)) => match serde_json::from_slice::<serde_json::Value>(&line) {
+            Ok(v) if v.get("verdict_id").and_then(|x| x.as_str()) == Some(id.as_str()) => Json(json!({
+                "verdict": v,
+                "output": api.shared.output_path.display().to_string(),
+                "offset": at,
+            }))
+            .into_response(),
+            _ => error(StatusCode::CONFLICT, format!("the output no longer holds verdict {id} at offset {at}")),
+        },
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the output: {e}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn conversation(State(api): State<Api>, Path((tenant, conversation)): Path<(String, String)>) -> Response {
+    let (reply, view) = oneshot::channel();
+    let missing = format!("no conversation {conversation:?} for tenant {tenant:?}");
+    if api.worker.send(Control::Conversation { tenant, conversation, reply }).is_err() {
+        return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(10), view).await {
+        Ok(Ok(Some(v))) => Json(v).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, missing),
+        _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+    }
+}
+
+async fn rules(State(api): State<Api>) -> Response {
+    Json((**api.shared.rules.load()).clone()).into_response()
+}
+
+async fn reload(State(api): State<Api>) -> Response {
+    let result = api.reloader.reload("http").await;
+    let status = if result.result == "rejected" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    (status, Json(result)).into_response()
+}
+
+async fn metrics_text(State(api): State<Api>) -> Response {
+    let age = timestamp::now().saturating_sub(api.shared.last_checkpoint.load(Ordering::Acquire));
+    if api.shared.last_checkpoint.load(Ordering::Acquire) > 0 {
+        metrics::gauge!(telemetry::CHECKPOINT_AGE).set(telemetry::unix_seconds(age));
+    }
+    let body = api.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn readyz(State(api): State<Api>) -> Response {
+    if api.shared.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_period;
+
+    #[test]
+    fn periods() {
+        assert!(valid_period("2026-06"));
+        assert!(!valid_period("2026-13"));
+        assert!(!valid_period("2026-6"));
+        assert!(!valid_period("20x6-06"));
+    }
+}

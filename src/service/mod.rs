@@ -1,0 +1,234 @@
+//! `verdict run`: the long-running service. Sources (HTTP, followed files, stdin, the
+//! wall clock) hand input to the sequencer, which makes it durable in the write-ahead
+//! log and passes it to the worker, which owns the engine and writes verdicts; HTTP
+//! serves usage, audit and admin views from what the worker publishes.
+//!
+//! Startup recovers first (newest good checkpoint, outputs cut back to it, the log
+//! replayed after it), then opens intake. Shutdown closes intake, lets the log drain
+//! through the worker, and writes a final checkpoint.
+
+pub mod config;
+pub mod http;
+pub mod input;
+pub mod reload;
+pub mod sequencer;
+pub mod shared;
+pub mod sources;
+pub mod worker;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::engine::EngineConfig;
+use crate::rules::{sandbox, Limits};
+use crate::wal::Wal;
+pub use config::RunConfig;
+use shared::Shared;
+use worker::{LiveTime, Worker};
+
+/// How many inputs may wait for the sequencer; past it HTTP answers 503.
+const LOG_QUEUE: usize = 1024;
+/// How many logged inputs may wait for the worker.
+const WORKER_QUEUE: usize = 1024;
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("verdict-io").build()?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::install()?;
+    let state_dir = cfg.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state dir {}", state_dir.display()))?;
+    let rules_dir = cfg.rules();
+    let rhai = Arc::new(sandbox::build(&Limits::default()));
+    let rules = {
+        let (rhai, dir) = (rhai.clone(), rules_dir.clone());
+        tokio::task::spawn_blocking(move || reload::load_checked(&rhai, &dir))
+            .await?
+            .map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", rules_dir.display()))?
+    };
+
+    let shared = Arc::new(Shared::new(cfg.output(), cfg.max_backlog_bytes()));
+    let wal_dir = state_dir.join("wal");
+    let (wal, cut) = Wal::open(&wal_dir, cfg.wal_segment_bytes())
+        .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
+    if cut.truncated_bytes > 0 {
+        tracing::warn!("cut a torn tail of {} bytes from the write-ahead log", cut.truncated_bytes);
+    }
+    let engine_cfg = EngineConfig { lateness: cfg.lateness(), retain_decided: cfg.retain_decided() };
+    let live = LiveTime {
+        wall_clock: cfg.wall_clock(),
+        idle_timeout: cfg.idle_timeout(),
+        lateness: cfg.lateness(),
+        max_future_skew: cfg.reject_future().then(|| cfg.max_future_skew()),
+    };
+    let started = std::time::Instant::now();
+    let (mut worker, recovered) = {
+        let (rhai, rules, shared, state_dir, out, dead, wal_dir) =
+            (rhai.clone(), rules.clone(), shared.clone(), state_dir.clone(), cfg.output(), cfg.dead_letter(), wal_dir);
+        tokio::task::spawn_blocking(move || {
+            Worker::recover(engine_cfg, live, rhai, rules, shared, &state_dir, &out, &dead, &wal_dir)
+        })
+        .await??
+    };
+    // A checkpoint right after recovery: the next restart replays nothing twice.
+    if recovered.replayed_entries > 0 {
+        worker.checkpoint().context("the checkpoint after recovery")?;
+    }
+    tracing::info!(
+        "recovered in {:.3}s: checkpoint {:?}, {} log entries replayed, {} output bytes cut, {} checkpoint(s) rejected",
+        started.elapsed().as_secs_f64(),
+        recovered.checkpoint,
+        recovered.replayed_entries,
+        recovered.output_cut,
+        recovered.rejected_checkpoints.len()
+    );
+    let positions = worker.sources().clone();
+
+    let (log_tx, log_rx) = crossbeam_channel::bounded(LOG_QUEUE);
+    let (logged_tx, logged_rx) = crossbeam_channel::bounded(WORKER_QUEUE);
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let every = cfg.checkpoint_interval().as_std();
+    let worker_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("verdict-worker".into()).spawn(move || {
+            let r = worker.run(logged_rx, control_rx, every);
+            fatal_if_err(&shared, "the worker", &r);
+            r
+        })?
+    };
+    let sequencer_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new().name("verdict-log".into()).spawn(move || {
+            let r = sequencer::run(wal, log_rx, logged_tx, shared.clone());
+            fatal_if_err(&shared, "the write-ahead log", &r);
+            r
+        })?
+    };
+
+    let reloader = Arc::new(reload::Reloader::new(rules_dir, rhai, rules, shared.clone(), control_tx.clone()));
+    if cfg.watch_rules() {
+        let (r, debounce) = (reloader.clone(), cfg.reload_debounce().as_std());
+        tokio::spawn(async move {
+            if let Err(e) = r.watch(debounce).await {
+                tracing::error!(
+                    "cannot watch the rules directory for edits: {e:#} (SIGHUP and POST /v1/rules/reload still work)"
+                );
+            }
+        });
+    }
+    {
+        let r = reloader.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                r.reload("SIGHUP").await;
+            }
+        });
+    }
+
+    let stop = sources::Stop::default();
+    let mut source_threads = Vec::new();
+    for input in cfg.inputs() {
+        let handle = if input == "-" {
+            sources::spawn_stdin(log_tx.clone(), shared.clone(), stop.clone())?
+        } else {
+            let start = positions.get(&input).cloned();
+            sources::spawn_follower(input.clone(), start, log_tx.clone(), shared.clone(), stop.clone())?
+        };
+        source_threads.push(handle);
+    }
+    let clock = cfg.wall_clock().then(|| sources::spawn_clock(cfg.tick_interval(), log_tx.clone(), shared.clone()));
+
+    let api = http::Api {
+        shared: shared.clone(),
+        log: cfg.http_ingest().then(|| log_tx.clone()),
+        worker: control_tx.clone(),
+        reloader,
+        metrics: metrics.clone(),
+        token: cfg.token().map(Into::into),
+        max_future_skew: cfg.reject_future().then(|| cfg.max_future_skew()),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen()))?;
+    let max_body = usize::try_from(cfg.max_body_bytes()).unwrap_or(usize::MAX);
+    shared.ready.store(true, Ordering::Release);
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    eprintln!("verdict: listening on http://{}", listener.local_addr()?);
+    let upkeep = {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                m.run_upkeep();
+            }
+        })
+    };
+
+    let shutdown = {
+        let shared = shared.clone();
+        async move {
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = shared.fatal.notified() => {}
+            }
+            tracing::info!("shutting down: closing intake, draining, checkpointing");
+            shared.ready.store(false, Ordering::Release);
+        }
+    };
+    let server = axum::serve(listener, http::router(api, max_body)).with_graceful_shutdown(shutdown);
+    // The worker or sequencer stopping on an error is fatal too.
+    let served = server.await;
+    stop.stop();
+    upkeep.abort();
+    for t in source_threads {
+        let _ = t.join();
+    }
+    if let Some(c) = clock {
+        c.abort();
+        let _ = c.await;
+        // Decide what the wall clock has made due before the last checkpoint.
+        let tick = input::Input::Tick { now: crate::timestamp::now() };
+        let _ = log_tx.send(sequencer::Append::new(tick, None, &shared));
+    }
+    drop(log_tx);
+    drop(control_tx);
+    let seq = sequencer_thread.join().map_err(|_| anyhow::anyhow!("the log thread panicked"))?;
+    let work = worker_thread.join().map_err(|_| anyhow::anyhow!("the worker thread panicked"))?;
+    served.context("the HTTP server failed")?;
+    seq.context("the write-ahead log")?;
+    work.context("the worker")?;
+    eprintln!("verdict: stopped cleanly");
+    Ok(())
+}
+
+fn fatal_if_err(shared: &Shared, what: &str, r: &anyhow::Result<()>) {
+    if let Err(e) = r {
+        tracing::error!("{what} failed, stopping: {e:#}");
+        eprintln!("verdict: {what} failed, stopping: {e:#}");
+        shared.ready.store(false, Ordering::Release);
+        shared.fatal.notify_one();
+    }
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,94 @@
+//! What the service's threads share: the published usage and verdict index (written by
+//! the worker, read by HTTP), the rule status, the backlog bound, and readiness.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::aggregates::Usage;
+
+/// The outcome definitions in force and how the last reload went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RuleStatus {
+    pub dir: String,
+    pub outcomes: Vec<ActiveOutcome>,
+    /// When the running definitions were loaded (RFC 3339).
+    pub loaded_at: Option<String>,
+    pub last_reload: Option<ReloadResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActiveOutcome {
+    pub name: String,
+    pub file: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReloadResult {
+    pub at: String,
+    /// `startup`, `file change`, `SIGHUP` or `http`.
+    pub trigger: String,
+    /// `ok`, `unchanged` or `rejected`.
+    pub result: &'static str,
+    /// Why it was rejected: file, line and cause, one per line.
+    pub error: Option<String>,
+}
+
+pub struct Shared {
+    /// Usage by tenant, then period: exact, updated as each verdict is written.
+    pub usage: DashMap<String, BTreeMap<String, Usage>>,
+    /// Where each verdict's line starts in the output file, by verdict id.
+    pub verdicts: DashMap<u128, u64>,
+    pub output_path: PathBuf,
+    pub rules: ArcSwap<RuleStatus>,
+    /// Bytes logged but not yet applied by the worker.
+    pub backlog: AtomicU64,
+    pub max_backlog: u64,
+    /// Set once recovery is done; cleared when shutdown starts.
+    pub ready: AtomicBool,
+    /// WAL segments wholly before this position may be removed (every kept checkpoint
+    /// is past it).
+    pub removable_wal: AtomicU64,
+    /// Unix nanos of the last good checkpoint.
+    pub last_checkpoint: AtomicI64,
+    /// Signalled when the log or the worker fails: the service must stop.
+    pub fatal: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn new(output_path: PathBuf, max_backlog: u64) -> Self {
+        Shared {
+            usage: DashMap::new(),
+            verdicts: DashMap::new(),
+            output_path,
+            rules: ArcSwap::from_pointee(RuleStatus::default()),
+            backlog: AtomicU64::new(0),
+            max_backlog,
+            ready: AtomicBool::new(false),
+            removable_wal: AtomicU64::new(0),
+            last_checkpoint: AtomicI64::new(0),
+            fatal: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn over_backlog(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) > self.max_backlog
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A verdict id (32 hex digits) as the index key.
+pub fn verdict_key(id: &str) -> Option<u128> {
+    if id.len() != 32 {
+        return None;
+    }
+    u128::from_str_radix(id, 16).ok()
+}

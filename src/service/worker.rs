@@ -1,0 +1,394 @@
+//! The worker: the one thread that owns the engine. It applies log entries in log order
+//! (decode, engine, verdicts), writes verdicts and dead letters, publishes usage and the
+//! verdict index, and writes checkpoints. Because it only ever sees logged input, its
+//! output is a function of the log, which is what makes recovery exact.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{select, Receiver};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::input::{Input, Records};
+use super::shared::{verdict_key, Shared};
+use crate::aggregates::Aggregates;
+use crate::checkpoint::CheckpointStore;
+use crate::engine::inspect::ConversationView;
+use crate::engine::snapshot::EngineSnapshot;
+use crate::engine::{Engine, EngineConfig};
+use crate::replay::{Fed, Pipeline, Position};
+use crate::rules::RuleSet;
+use crate::sinks::append::{AppendFile, Reopened};
+use crate::sources::tail::FilePosition;
+use crate::telemetry::{self, EventCounters, EventResult};
+use crate::timestamp::{self, Nanos, Span};
+use crate::wal::WalReader;
+
+/// Checkpoint payload format; bump on any change to [`CheckpointRef`].
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+/// A log entry handed to the worker once it is durable.
+pub struct Logged {
+    pub end: u64,
+    pub input: Input,
+}
+
+/// Requests to the worker that do not go through the log.
+pub enum Control {
+    SetRules(Arc<RuleSet>),
+    Conversation { tenant: String, conversation: String, reply: oneshot::Sender<Option<ConversationView>> },
+    Checkpoint(oneshot::Sender<Result<u64, String>>),
+}
+
+/// How live time works (see `RunConfig`).
+#[derive(Clone, Debug)]
+pub struct LiveTime {
+    pub wall_clock: bool,
+    pub idle_timeout: Span,
+    pub lateness: Span,
+    /// `Some(skew)`: events further than this ahead of their arrival are invalid.
+    pub max_future_skew: Option<Span>,
+}
+
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    wal_pos: u64,
+    output_len: u64,
+    dead_len: u64,
+    sources: &'a BTreeMap<String, FilePosition>,
+    last_records_at: Nanos,
+    usage: &'a Aggregates,
+    verdicts: Vec<(u128, u64)>,
+    engine: &'a Engine,
+}
+
+#[derive(Deserialize)]
+struct CheckpointOwned {
+    wal_pos: u64,
+    output_len: u64,
+    dead_len: u64,
+    sources: BTreeMap<String, FilePosition>,
+    last_records_at: Nanos,
+    usage: Aggregates,
+    verdicts: Vec<(u128, u64)>,
+    engine: EngineSnapshot,
+}
+
+pub struct Worker {
+    pipeline: Pipeline,
+    out: AppendFile,
+    dead: AppendFile,
+    shared: Arc<Shared>,
+    store: CheckpointStore,
+    live: LiveTime,
+    wal_pos: u64,
+    /// Where each followed file continues, as of `wal_pos`.
+    sources: BTreeMap<String, FilePosition>,
+    /// Arrival time of the last batch with records: the stream is idle after it.
+    last_records_at: Nanos,
+    counters: EventCounters,
+    /// WAL position of each kept checkpoint, oldest first.
+    kept: Vec<u64>,
+    index_batch: Vec<(u128, u64)>,
+}
+
+/// What recovery found, for the log.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub checkpoint: Option<(u64, u64)>,
+    pub rejected_checkpoints: Vec<String>,
+    pub replayed_entries: u64,
+    pub output_cut: u64,
+    pub wal_pos: u64,
+}
+
+impl Worker {
+    /// Loads the newest good checkpoint (or starts empty), cuts the outputs back to it
+    /// and replays the log after it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recover(
+        cfg: EngineConfig,
+        live: LiveTime,
+        rhai: Arc<rhai::Engine>,
+        rules: Arc<RuleSet>,
+        shared: Arc<Shared>,
+        state_dir: &Path,
+        output: &Path,
+        dead_letter: &Path,
+        wal_dir: &Path,
+    ) -> anyhow::Result<(Worker, Recovered)> {
+        let store = CheckpointStore::open(&state_dir.join("checkpoints"))
+            .with_context(|| format!("cannot open the checkpoint store in {}", state_dir.display()))?;
+        let loaded = store.load_latest(CHECKPOINT_FORMAT).context("cannot list checkpoints")?;
+        let mut rec = Recovered::default();
+        for r in &loaded.rejected {
+            tracing::error!("checkpoint {} is unusable and was skipped: {}", r.path.display(), r.cause);
+            metrics::counter!(telemetry::CHECKPOINTS_REJECTED).increment(1);
+            rec.rejected_checkpoints.push(format!("{}: {}", r.path.display(), r.cause));
+        }
+        let mut kept = Vec::new();
+        let (engine, snap) = match loaded.newest {
+            Some(good) => {
+                let (snap, _): (CheckpointOwned, _) =
+                    bincode::serde::decode_from_slice(&good.payload, bincode::config::standard())
+                        .with_context(|| format!("checkpoint {} does not decode", good.path.display()))?;
+                rec.checkpoint = Some((good.seq, snap.wal_pos));
+                kept.push(snap.wal_pos);
+                let engine = Engine::restore(cfg, rhai, rules, snap.engine);
+                (
+                    engine,
+                    Some((
+                        snap.wal_pos,
+                        snap.output_len,
+                        snap.dead_len,
+                        snap.sources,
+                        snap.last_records_at,
+                        snap.usage,
+                        snap.verdicts,
+                    )),
+                )
+            }
+            None => (Engine::new(cfg, rhai, rules), None),
+        };
+        let (wal_pos, out_len, dead_len, sources, last_records_at, usage, verdicts) = match snap {
+            Some(s) => (s.0, Some(s.1), Some(s.2), s.3, s.4, s.5, s.6),
+            None => (0, None, None, BTreeMap::new(), Nanos::MIN, Aggregates::default(), Vec::new()),
+        };
+        let (out, o) =
+            AppendFile::open(output, out_len).with_context(|| format!("cannot open {}", output.display()))?;
+        let (dead, d) = AppendFile::open(dead_letter, dead_len)
+            .with_context(|| format!("cannot open {}", dead_letter.display()))?;
+        for (path, state) in [(output, o), (dead_letter, d)] {
+            match state {
+                Reopened::Intact => {}
+                Reopened::Cut(n) => {
+                    tracing::info!("cut {n} bytes written after the checkpoint from {}", path.display());
+                    rec.output_cut += n;
+                }
+                Reopened::Shorter { found } => tracing::warn!(
+                    "{} is shorter ({found} bytes) than the checkpoint recorded; appending to it as it is",
+                    path.display()
+                ),
+            }
+        }
+        for (tenant, periods) in &usage.tenants {
+            shared.usage.insert(tenant.clone(), periods.clone());
+        }
+        for (id, at) in verdicts {
+            shared.verdicts.insert(id, at);
+        }
+        let mut pipeline = Pipeline::new(engine, Vec::new());
+        pipeline.summary.usage = usage;
+        let mut w = Worker {
+            pipeline,
+            out,
+            dead,
+            shared,
+            store,
+            live,
+            wal_pos,
+            sources,
+            last_records_at,
+            counters: EventCounters::default(),
+            kept,
+            index_batch: Vec::new(),
+        };
+        let mut reader = WalReader::open(wal_dir, wal_pos).with_context(|| {
+            format!("the write-ahead log in {} cannot be read from position {wal_pos}", wal_dir.display())
+        })?;
+        while let Some(entry) = reader.next_entry().context("reading the write-ahead log")? {
+            let input = Input::decode(&entry.payload).with_context(|| {
+                format!("write-ahead log entry at {} of {} does not decode", entry.start, wal_dir.display())
+            })?;
+            w.apply(entry.end, &input)?;
+            rec.replayed_entries += 1;
+        }
+        rec.wal_pos = w.wal_pos;
+        Ok((w, rec))
+    }
+
+    /// Where each followed file continues.
+    pub fn sources(&self) -> &BTreeMap<String, FilePosition> {
+        &self.sources
+    }
+
+    /// Applies one log entry ending at `end`.
+    pub fn apply(&mut self, end: u64, input: &Input) -> anyhow::Result<()> {
+        let mut io_err: Option<std::io::Error> = None;
+        match input {
+            Input::Records(r) => self.apply_records(r, &mut io_err),
+            Input::Tick { now } => {
+                let idle = now.saturating_sub(self.last_records_at) >= self.live.idle_timeout.0;
+                if self.live.wall_clock && idle {
+                    self.pipeline.engine.advance_to(now.saturating_sub(self.live.lateness.0));
+                }
+            }
+        }
+        let (out, shared, index) = (&mut self.out, &self.shared, &mut self.index_batch);
+        self.pipeline.drain(|v| match out.write(v) {
+            Ok(at) => {
+                if let Some(k) = verdict_key(&v.verdict_id) {
+                    index.push((k, at));
+                }
+                let mut periods = shared.usage.entry(v.tenant.clone()).or_default();
+                periods.entry(timestamp::period_of(v.decided_at)).or_default().record(v);
+                telemetry::verdict(v);
+            }
+            Err(e) => {
+                io_err.get_or_insert(e);
+            }
+        });
+        if let Some(e) = io_err {
+            return Err(e).context("writing verdicts or dead letters");
+        }
+        self.out.flush().context("writing verdicts")?;
+        self.dead.flush().context("writing dead letters")?;
+        for (k, at) in self.index_batch.drain(..) {
+            self.shared.verdicts.insert(k, at);
+        }
+        self.counters.publish();
+        self.wal_pos = end;
+        Ok(())
+    }
+
+    fn apply_records(&mut self, r: &Records, io_err: &mut Option<std::io::Error>) {
+        let not_after = self.live.max_future_skew.map(|s| r.received_at.saturating_add(s.0));
+        let dead = &mut self.dead;
+        for at in &r.records {
+            let pos = Position { source: &r.source, line: at.line, offset: at.offset };
+            let fed = self.pipeline.feed(r.bytes(at), at.size, at.truncated, not_after, pos, &mut |d| {
+                if let Err(e) = dead.write(&d) {
+                    io_err.get_or_insert(e);
+                }
+            });
+            match fed {
+                Fed::Blank => {}
+                Fed::Rejected(reason) => self.counters.rejected(reason),
+                Fed::Event(kind, result) => {
+                    self.counters.event(kind, result);
+                    if result == EventResult::Late {
+                        self.counters.rejected(crate::decode::RejectReason::Late);
+                    }
+                }
+            }
+        }
+        if !r.records.is_empty() {
+            self.last_records_at = self.last_records_at.max(r.received_at);
+        }
+        if let Some(pos) = &r.resume {
+            self.sources.insert(r.source.clone(), pos.clone());
+        }
+    }
+
+    /// Writes a checkpoint of everything applied so far; returns its size.
+    pub fn checkpoint(&mut self) -> anyhow::Result<u64> {
+        let started = Instant::now();
+        self.out.sync().context("syncing the verdict output")?;
+        self.dead.sync().context("syncing the dead letters")?;
+        let verdicts: Vec<(u128, u64)> = self.shared.verdicts.iter().map(|e| (*e.key(), *e.value())).collect();
+        let payload = CheckpointRef {
+            wal_pos: self.wal_pos,
+            output_len: self.out.len(),
+            dead_len: self.dead.len(),
+            sources: &self.sources,
+            last_records_at: self.last_records_at,
+            usage: &self.pipeline.summary.usage,
+            verdicts,
+            engine: &self.pipeline.engine,
+        };
+        let bytes =
+            bincode::serde::encode_to_vec(&payload, bincode::config::standard()).context("encoding the checkpoint")?;
+        let written = self.store.write(CHECKPOINT_FORMAT, &bytes).context("writing the checkpoint")?;
+        self.kept.push(self.wal_pos);
+        let keep = 2;
+        if self.kept.len() > keep {
+            self.kept.drain(..self.kept.len() - keep);
+        }
+        // The log must still hold what the oldest kept checkpoint needs, in case the
+        // newest turns out torn.
+        if let Some(&oldest) = self.kept.first() {
+            self.shared.removable_wal.store(oldest, Ordering::Release);
+        }
+        self.shared.last_checkpoint.store(timestamp::now(), Ordering::Release);
+        metrics::histogram!(telemetry::CHECKPOINT_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::gauge!(telemetry::CHECKPOINT_BYTES).set(written.bytes as f64);
+        tracing::debug!(seq = written.seq, bytes = written.bytes, wal = self.wal_pos, "checkpoint written");
+        Ok(written.bytes)
+    }
+
+    /// Engine gauges, published after each batch of work.
+    fn publish_gauges(&self) {
+        let e = &self.pipeline.engine;
+        let report = e.pending_report();
+        metrics::gauge!(telemetry::OPEN).set(report.open_conversations as f64);
+        metrics::gauge!(telemetry::RETAINED).set(report.decided_retained as f64);
+        metrics::gauge!(telemetry::TIMERS).set(report.timers.values().sum::<u64>() as f64);
+        metrics::gauge!(telemetry::BUFFERED).set(report.buffered_events as f64);
+        let wm = e.watermark().current();
+        if wm != Nanos::MIN {
+            metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
+            let lag = timestamp::now().saturating_sub(wm);
+            metrics::gauge!(telemetry::WATERMARK_LAG).set(telemetry::unix_seconds(lag));
+        }
+    }
+
+    /// Runs until the log channel closes (shutdown), then writes a final checkpoint.
+    pub fn run(
+        mut self,
+        logged: Receiver<Logged>,
+        mut control: Receiver<Control>,
+        every: Duration,
+    ) -> anyhow::Result<()> {
+        let mut next_checkpoint = Instant::now() + every;
+        let mut next_gauges = Instant::now();
+        loop {
+            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            select! {
+                recv(logged) -> msg => match msg {
+                    Ok(l) => {
+                        let weight = l.input.weight();
+                        self.apply(l.end, &l.input)?;
+                        self.shared.backlog.fetch_sub(weight, Ordering::Relaxed);
+                    }
+                    Err(_) => break,
+                },
+                recv(control) -> msg => match msg {
+                    Ok(Control::SetRules(rules)) => self.pipeline.engine.set_rules(rules),
+                    Ok(Control::Conversation { tenant, conversation, reply }) => {
+                        let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));
+                    }
+                    Ok(Control::Checkpoint(reply)) => {
+                        let r = self.checkpoint().map_err(|e| format!("{e:#}"));
+                        if r.is_ok() {
+                            next_checkpoint = Instant::now() + every;
+                        }
+                        let _ = reply.send(r);
+                    }
+                    // Every requester is gone (shutdown): stop listening.
+                    Err(_) => control = crossbeam_channel::never(),
+                },
+                default(wait) => {}
+            }
+            let now = Instant::now();
+            if now >= next_gauges {
+                self.publish_gauges();
+                next_gauges = now + Duration::from_millis(500);
+            }
+            if now >= next_checkpoint {
+                if let Err(e) = self.checkpoint() {
+                    tracing::error!("checkpoint failed: {e:#}");
+                    metrics::counter!(telemetry::CHECKPOINT_FAILURES).increment(1);
+                }
+                next_checkpoint = Instant::now() + every;
+            }
+        }
+        self.publish_gauges();
+        self.checkpoint().context("the final checkpoint")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,204 @@
+//! Helpers for tests that run `verdict run`: a service on a free loopback port with its
+//! own copy of the rules and its own state directory, driven over real HTTP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn ev(id: &str, kind: &str, conv: &str, ts: &str, attrs: &str) -> String {
+    let attrs = if attrs.is_empty() { String::new() } else { format!(r#","attrs":{attrs}"#) };
+    format!(r#"{{"id":"{id}","type":"{kind}","tenant":"acme","conversation":"{conv}","ts":"{ts}"{attrs}}}"#)
+}
+
+pub fn ndjson(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Service {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub args: Vec<String>,
+    pub child: Option<Child>,
+    pub runs: u32,
+}
+
+impl Service {
+    /// Starts a service on a copy of `rules/`, with extra flags.
+    pub fn start(args: &[&str]) -> Service {
+        Self::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("rules"), &dir.path().join("rules"));
+        let mut s = Service { dir, port: 0, args: args.iter().map(|a| a.to_string()).collect(), child: None, runs: 0 };
+        s.spawn(env);
+        s
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn output(&self) -> PathBuf {
+        self.state().join("verdicts.ndjson")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join(format!("stderr-{}.log", self.runs))
+    }
+
+    /// Starts (or restarts) the process and waits until it is ready.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        self.port = free_port();
+        self.runs += 1;
+        let stderr = std::fs::File::create(self.log()).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
+        cmd.current_dir(self.dir.path())
+            .arg("run")
+            .args(["--rules", "rules", "--state-dir", "state", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
+            .env("VERDICT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start verdict run"));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("verdict run exited with {status} at startup:\n{}", self.stderr());
+            }
+            if self.get("/readyz").0 == 200 {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "not ready in 60s:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
+    }
+
+    fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return (0, Value::String(e.to_string())),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        Self::answer(Self::agent().get(&self.url(path)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.post_auth(path, body, None)
+    }
+
+    pub fn post_auth(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = Self::agent().post(&self.url(path)).set("Content-Type", "application/x-ndjson");
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        Self::answer(req.send_string(body))
+    }
+
+    pub fn metrics(&self) -> String {
+        match self.get("/metrics").1 {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
+    /// Polls `path` until `ok` holds (10 s at most) and returns the last answer.
+    pub fn wait_for(&self, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, v) = self.get(path);
+            if status == 200 && ok(&v) {
+                return v;
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                panic!("GET {path} never satisfied the condition; last answer {status}: {v}\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+        }
+    }
+
+    /// SIGTERM, then waits; the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal("-TERM");
+        let mut c = self.child.take()?;
+        let started = Instant::now();
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = c.kill();
+                panic!("no exit 60 s after SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
