@@ -105,6 +105,17 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         }
     }
     metrics::gauge!(UP_SINCE).set(unix_seconds(crate::timestamp::now()));
+    // Counters that alerts watch exist from the start, at zero, so `increase()` works
+    // before the first failure.
+    for result in ["ok", "failed"] {
+        metrics::counter!(RELOADS, "result" => result).increment(0);
+    }
+    for name in [CHECKPOINT_FAILURES, CHECKPOINTS_REJECTED, THROTTLED, DUPLICATES, WAL_BYTES] {
+        metrics::counter!(name).increment(0);
+    }
+    for r in crate::decode::RejectReason::ALL {
+        metrics::counter!(REJECTED, "reason" => r.as_str()).increment(0);
+    }
     Ok(handle)
 }
 

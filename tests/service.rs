@@ -241,3 +241,44 @@ fn an_endless_loop_in_a_rule_fails_only_that_decision() {
     assert!(errors[0]["error"].as_str().unwrap().contains("loopy.rhai"), "{:?}", errors[0]);
     assert_eq!(svc.stop(), Some(0));
 }
+
+/// `/metrics` passes `promtool check metrics` (Prometheus' own linter: names, units,
+/// `_total` counters, help texts). `.ci/run` installs promtool; elsewhere the test says
+/// plainly when it cannot run.
+#[test]
+fn metrics_pass_promtool_check() {
+    let Ok(which) = std::process::Command::new("promtool").arg("--version").output() else {
+        assert!(std::env::var_os("CI").is_none(), "promtool is missing in CI (.ci/run installs Debian's prometheus)");
+        eprintln!("SKIPPED metrics_pass_promtool_check: promtool is not installed (apt-get install prometheus)");
+        return;
+    };
+    assert!(which.status.success());
+    let mut svc = Service::start(&["--wall-clock", "false"]);
+    let mut body = resolved("p1", 12);
+    body.push(ev("p2-1", "escalated", "p2", "2026-06-12T11:00:00Z", ""));
+    body.push("{bad".into());
+    svc.post("/v1/events", &body.join("\n"));
+    svc.post("/v1/events", &ev("p9-1", "message.ai", "p9", "2026-06-14T00:00:00Z", ""));
+    svc.wait_for("/v1/usage?tenant=acme&period=2026-06", |u| u["billable_count"] == 1);
+    std::thread::sleep(Duration::from_millis(600)); // gauges publish every 500 ms
+    let text = svc.metrics();
+    use verdict::telemetry as t;
+    // Exported only once something happened: a sampled rule call, a checkpoint, a rule error.
+    let later = [t::RULE_EVAL, t::CHECKPOINT_DURATION, t::CHECKPOINT_BYTES, t::CHECKPOINT_AGE, t::RULE_ERRORS];
+    for (name, _, _) in t::ALL.iter().filter(|(n, _, _)| !later.contains(n)) {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} is not exported:\n{text}");
+    }
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}\n---\n{text}");
+    assert_eq!(svc.stop(), Some(0));
+}
