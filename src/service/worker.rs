@@ -329,6 +329,7 @@ impl Worker {
         metrics::gauge!(telemetry::RETAINED).set(report.decided_retained as f64);
         metrics::gauge!(telemetry::TIMERS).set(report.timers.values().sum::<u64>() as f64);
         metrics::gauge!(telemetry::BUFFERED).set(report.buffered_events as f64);
+        metrics::gauge!(telemetry::BACKLOG).set(self.shared.backlog.load(Ordering::Relaxed) as f64);
         let wm = e.watermark().current();
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
@@ -347,7 +348,8 @@ impl Worker {
         let mut next_checkpoint = Instant::now() + every;
         let mut next_gauges = Instant::now();
         loop {
-            let wait = next_checkpoint.saturating_duration_since(Instant::now());
+            // Wake for the gauges too, so they stay current while no input arrives.
+            let wait = next_checkpoint.min(next_gauges).saturating_duration_since(Instant::now());
             select! {
                 recv(logged) -> msg => match msg {
                     Ok(l) => {
