@@ -58,6 +58,16 @@ enum Command {
         /// Output file (default: stdout).
         #[arg(long)]
         output: Option<PathBuf>,
+        /// Produce the events to this Fluvio topic instead (keyed by conversation),
+        /// creating it if needed.
+        #[arg(long, conflicts_with = "output")]
+        fluvio_topic: Option<String>,
+        /// The Fluvio cluster's SC address.
+        #[arg(long, default_value = "127.0.0.1:9003")]
+        fluvio_endpoint: String,
+        /// Partitions of the topic when it has to be created.
+        #[arg(long, default_value_t = 2)]
+        fluvio_partitions: u32,
         #[command(flatten)]
         config: verdict::gen::GenConfig,
     },
@@ -144,7 +154,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Gen { output, config } => {
+        Command::Gen { output, fluvio_topic: Some(topic), fluvio_endpoint, fluvio_partitions, config } => {
+            debug_assert!(output.is_none());
+            let (stats, produced) = verdict::sinks::fluvio::produce_written(
+                &fluvio_endpoint,
+                &topic,
+                fluvio_partitions,
+                verdict::sinks::fluvio::KeyField::Conversation,
+                move |w| verdict::gen::generate(&config, w),
+            )?;
+            eprintln!(
+                "produced {produced} records to {topic} at {fluvio_endpoint}: {} conversations, {} events ({} duplicates, {} bad records)",
+                stats.conversations, stats.events, stats.duplicates, stats.bad
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen { output, config, .. } => {
             let mut out: Box<dyn std::io::Write> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::with_capacity(
                     1 << 20,

@@ -42,6 +42,12 @@ pub const THROTTLED: &str = "verdict_ingest_throttled_total";
 pub const HTTP_REQUESTS: &str = "verdict_http_requests_total";
 pub const HTTP_DURATION: &str = "verdict_http_request_duration_seconds";
 pub const UP_SINCE: &str = "verdict_start_time_seconds";
+pub const SOURCE_WATERMARK: &str = "verdict_source_watermark_timestamp_seconds";
+pub const SOURCE_IDLE: &str = "verdict_source_idle";
+pub const SOURCE_ERRORS: &str = "verdict_source_errors_total";
+pub const SINK_RECORDS: &str = "verdict_sink_records_total";
+pub const SINK_ERRORS: &str = "verdict_sink_errors_total";
+pub const SINK_LAG: &str = "verdict_sink_lag_bytes";
 
 /// Every metric with its kind and help, for `describe_*` and for the README's list.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -73,6 +79,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (HTTP_REQUESTS, "counter", "HTTP requests by route, method and status."),
     (HTTP_DURATION, "histogram", "HTTP request time by route."),
     (UP_SINCE, "gauge", "When this process started, as a Unix time."),
+    (SOURCE_WATERMARK, "gauge", "Each source's own watermark (file, http, Fluvio partition), as a Unix time."),
+    (SOURCE_IDLE, "gauge", "1 while a source is idle and does not hold the watermark back."),
+    (SOURCE_ERRORS, "counter", "Errors reading a source (Fluvio connection or consumer errors, unreadable files)."),
+    (SINK_RECORDS, "counter", "Lines a sink (verdicts, dead_letters) has had acknowledged by Fluvio."),
+    (SINK_ERRORS, "counter", "Failed attempts of a sink to produce to Fluvio; the lines are sent again."),
+    (SINK_LAG, "gauge", "Bytes of the verdict or dead-letter file not yet acknowledged by the sink's topic."),
 ];
 
 /// Installs the global recorder (once per process) and returns the handle to render.

@@ -216,6 +216,20 @@ impl Engine {
         self.run();
     }
 
+    /// Input from source `name` arrived at `arrival` (logged time): the events that
+    /// follow count toward that source's watermark.
+    pub fn from_source(&mut self, name: &str, arrival: Nanos) {
+        self.wm.from_source(name, arrival);
+    }
+
+    /// Sources without input for `timeout` before `now` stop holding the watermark
+    /// back; runs what that makes due.
+    pub fn mark_idle(&mut self, now: Nanos, timeout: Nanos) {
+        if self.wm.mark_idle(now, timeout) {
+            self.run();
+        }
+    }
+
     /// End of a finite input: the watermark goes to the largest `ts` seen; timers up to
     /// it fire, later ones stay pending.
     pub fn finish(&mut self) {

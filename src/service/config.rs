@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::sources::fluvio::{PartitionSet, StartAt};
 use crate::timestamp::Span;
 
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
@@ -89,6 +90,28 @@ pub struct RunConfig {
     /// Quiet time after the last file change before a reload [default: 300ms].
     #[arg(long)]
     pub reload_debounce: Option<Span>,
+    /// Fluvio cluster: the SC's public address, `host:port` [default: 127.0.0.1:9003].
+    #[arg(long)]
+    pub fluvio_endpoint: Option<String>,
+    /// Fluvio topic to consume events from (one event per record, keyed by
+    /// conversation); setting it turns the Fluvio source on.
+    #[arg(long)]
+    pub fluvio_topic: Option<String>,
+    /// Partitions of `fluvio_topic` this instance owns: `all`, a list like `0,2,5`, or
+    /// `i/n` (instance i of n owns the partitions p with p % n == i) [default: all].
+    #[arg(long)]
+    pub fluvio_partitions: Option<PartitionSet>,
+    /// Where a partition with no checkpointed position starts: `beginning` or `end`
+    /// [default: beginning].
+    #[arg(long)]
+    pub fluvio_start: Option<StartAt>,
+    /// Fluvio topic verdicts are produced to, keyed by tenant (at-least-once; consumers
+    /// deduplicate by `verdict_id`). Off when unset.
+    #[arg(long)]
+    pub fluvio_verdict_topic: Option<String>,
+    /// Fluvio topic dead letters are produced to, keyed by source. Off when unset.
+    #[arg(long)]
+    pub fluvio_dead_letter_topic: Option<String>,
 }
 
 macro_rules! getters {
@@ -118,6 +141,9 @@ getters! {
     wal_segment_bytes: u64 = 64 << 20;
     watch_rules: bool = true;
     reload_debounce: Span = Span(300 * crate::timestamp::NANOS_PER_MILLI);
+    fluvio_endpoint: String = "127.0.0.1:9003".to_string();
+    fluvio_partitions: PartitionSet = PartitionSet::All;
+    fluvio_start: StartAt = StartAt::Beginning;
 }
 
 impl RunConfig {
@@ -174,7 +200,13 @@ impl RunConfig {
             wal_segment_bytes,
             token,
             watch_rules,
-            reload_debounce
+            reload_debounce,
+            fluvio_endpoint,
+            fluvio_topic,
+            fluvio_partitions,
+            fluvio_start,
+            fluvio_verdict_topic,
+            fluvio_dead_letter_topic
         )
     }
 }
@@ -208,6 +240,14 @@ mod tests {
     fn unknown_keys_and_bad_values_name_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.toml");
+        std::fs::write(&path, "fluvio_partitions = \"1/3\"\n").unwrap();
+        assert_eq!(
+            RunConfig::from_file(&path).unwrap().fluvio_partitions(),
+            PartitionSet::Share { index: 1, count: 3 }
+        );
+        std::fs::write(&path, "lateness = \"5s\"\nfluvio_partitions = \"3/3\"\n").unwrap();
+        let e = RunConfig::from_file(&path).unwrap_err().to_string();
+        assert!(e.contains("v.toml:2") && e.contains("3/3"), "{e}");
         std::fs::write(&path, "lateness = \"5s\"\nlatenes = \"5s\"\n").unwrap();
         let e = RunConfig::from_file(&path).unwrap_err().to_string();
         assert!(e.contains("v.toml:2") && e.contains("latenes"), "{e}");
@@ -244,6 +284,12 @@ mod tests {
             "token",
             "watch_rules",
             "reload_debounce",
+            "fluvio_endpoint",
+            "fluvio_topic",
+            "fluvio_partitions",
+            "fluvio_start",
+            "fluvio_verdict_topic",
+            "fluvio_dead_letter_topic",
         ] {
             assert!(text.contains(&format!("{key} =")), "examples/verdict.toml does not document {key}");
         }

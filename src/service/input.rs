@@ -30,8 +30,19 @@ pub struct Records {
     #[serde(with = "bytes")]
     pub data: Vec<u8>,
     pub records: Vec<RecordAt>,
-    /// Where a followed file continues after these records.
-    pub resume: Option<FilePosition>,
+    /// Where the source continues after these records (files and Fluvio partitions;
+    /// HTTP and stdin cannot be re-read).
+    pub resume: Option<Resume>,
+}
+
+/// Where a re-readable source continues.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Resume {
+    File(FilePosition),
+    /// The next offset to read in a Fluvio partition.
+    Fluvio {
+        offset: i64,
+    },
 }
 
 /// One record's place in [`Records::data`] and in its source.

@@ -1,6 +1,7 @@
-//! `verdict run`: the long-running service. Sources (HTTP, followed files, stdin, the
-//! wall clock) hand input to the sequencer, which makes it durable in the write-ahead
-//! log and passes it to the worker, which owns the engine and writes verdicts; HTTP
+//! `verdict run`: the long-running service. Sources (HTTP, followed files, stdin,
+//! Fluvio partitions, the wall clock) hand input to the sequencer, which makes it
+//! durable in the write-ahead log and passes it to the worker, which owns the engine
+//! and writes verdicts; sinks ship the verdict and dead-letter files to Fluvio; HTTP
 //! serves usage, audit and admin views from what the worker publishes.
 //!
 //! Startup recovers first (newest good checkpoint, outputs cut back to it, the log
@@ -23,6 +24,7 @@ use anyhow::Context;
 
 use crate::engine::EngineConfig;
 use crate::rules::{sandbox, Limits};
+use crate::sinks::fluvio::{FileSink, KeyField};
 use crate::wal::Wal;
 pub use config::RunConfig;
 use shared::Shared;
@@ -76,6 +78,22 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         })
         .await??
     };
+    // Sinks start where the checkpoint says they were acknowledged.
+    let (sink_stop, sink_stopped) = tokio::sync::watch::channel(false);
+    let mut sink_tasks = Vec::new();
+    let sinks = [
+        ("verdicts", cfg.fluvio_verdict_topic.clone(), cfg.output(), KeyField::Tenant, false),
+        ("dead_letters", cfg.fluvio_dead_letter_topic.clone(), cfg.dead_letter(), KeyField::Source, true),
+    ];
+    for (name, topic, path, key, dead_letters) in sinks {
+        let Some(topic) = topic else { continue };
+        let (out_len, dead_len) = worker.output_lens();
+        let start = worker.sink_start(name, if dead_letters { dead_len } else { out_len });
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(start));
+        worker.add_sink(worker::SinkProgress { name: name.into(), acked: acked.clone(), dead_letters });
+        let sink = FileSink { name: name.into(), path, topic, key, acked };
+        sink_tasks.push(tokio::spawn(sink.run(cfg.fluvio_endpoint(), sink_stopped.clone())));
+    }
     // A checkpoint right after recovery: the next restart replays nothing twice.
     if recovered.replayed_entries > 0 {
         worker.checkpoint().context("the checkpoint after recovery")?;
@@ -138,11 +156,23 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         let handle = if input == "-" {
             sources::spawn_stdin(log_tx.clone(), shared.clone(), stop.clone())?
         } else {
-            let start = positions.get(&input).cloned();
+            let start = match positions.get(&input) {
+                Some(input::Resume::File(p)) => Some(p.clone()),
+                _ => None,
+            };
             sources::spawn_follower(input.clone(), start, log_tx.clone(), shared.clone(), stop.clone())?
         };
         source_threads.push(handle);
     }
+    let fluvio_source = cfg.fluvio_topic.clone().map(|topic| {
+        let input = sources::FluvioInput {
+            endpoint: cfg.fluvio_endpoint(),
+            topic,
+            partitions: cfg.fluvio_partitions(),
+            start: cfg.fluvio_start(),
+        };
+        sources::spawn_fluvio(input, &positions, log_tx.clone(), shared.clone(), stop.clone())
+    });
     let clock = cfg.wall_clock().then(|| sources::spawn_clock(cfg.tick_interval(), log_tx.clone(), shared.clone()));
 
     let api = http::Api {
@@ -191,6 +221,9 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     for t in source_threads {
         let _ = t.join();
     }
+    if let Some(f) = fluvio_source {
+        let _ = f.await;
+    }
     if let Some(c) = clock {
         c.abort();
         let _ = c.await;
@@ -202,6 +235,11 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     drop(control_tx);
     let seq = sequencer_thread.join().map_err(|_| anyhow::anyhow!("the log thread panicked"))?;
     let work = worker_thread.join().map_err(|_| anyhow::anyhow!("the worker thread panicked"))?;
+    // The worker waited for the sinks before its last checkpoint; now they may stop.
+    let _ = sink_stop.send(true);
+    for t in sink_tasks {
+        let _ = t.await;
+    }
     served.context("the HTTP server failed")?;
     seq.context("the write-ahead log")?;
     work.context("the worker")?;

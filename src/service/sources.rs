@@ -1,19 +1,24 @@
-//! The service's own sources besides HTTP: followed files, stdin and the wall clock.
-//! Each runs on its own and hands batches to the sequencer; file sources put their
-//! resume position into the batch itself, so the log says where to continue.
+//! The service's own sources besides HTTP: followed files, stdin, Fluvio partitions and
+//! the wall clock.
+//! Each runs on its own and hands batches to the sequencer; re-readable sources put
+//! their resume position into the batch itself, so the log says where to continue.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ::fluvio::consumer::ConsumerConfigExtBuilder;
 use crossbeam_channel::Sender;
 
-use super::input::{Input, Records};
+use super::input::{Input, Records, Resume};
 use super::sequencer::Append;
 use super::shared::Shared;
+use crate::sources::fluvio::{self, PartitionCursor, PartitionSet, StartAt};
 use crate::sources::tail::{Batch, FilePosition, Follower};
 use crate::sources::LineReader;
+use crate::telemetry;
 use crate::timestamp::{now, Span};
 
 /// Most record bytes per batch from a file or stdin.
@@ -72,7 +77,7 @@ pub fn spawn_follower(
             for l in batch.lines() {
                 records.push(l.bytes, l.line, l.offset, l.size, l.truncated);
             }
-            records.resume = follower.position();
+            records.resume = follower.position().map(Resume::File);
             if !hand_over(&log, &shared, Input::Records(records)) {
                 return;
             }
@@ -129,4 +134,180 @@ pub fn spawn_clock(every: Span, log: Sender<Append>, shared: Arc<Shared>) -> tok
             }
         }
     })
+}
+
+/// The Fluvio source settings.
+#[derive(Clone, Debug)]
+pub struct FluvioInput {
+    pub endpoint: String,
+    pub topic: String,
+    pub partitions: PartitionSet,
+    pub start: StartAt,
+}
+
+/// How long a partition waits for records before it looks at `stop` again.
+const FLUVIO_WAIT: Duration = Duration::from_millis(200);
+/// Most records per logged batch from one partition.
+const FLUVIO_BATCH: usize = 8192;
+
+/// Consumes the owned partitions of the events topic, each into the log with its next
+/// offset; reconnects with backoff when the cluster goes away.
+pub fn spawn_fluvio(
+    input: FluvioInput,
+    positions: &BTreeMap<String, Resume>,
+    log: Sender<Append>,
+    shared: Arc<Shared>,
+    stop: Stop,
+) -> tokio::task::JoinHandle<()> {
+    let checkpointed: BTreeMap<u32, i64> = positions
+        .iter()
+        .filter_map(|(name, r)| match (fluvio::partition_of(&input.topic, name), r) {
+            (Some(p), Resume::Fluvio { offset }) => Some((p, *offset)),
+            _ => None,
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        let owned = loop {
+            if stop.stopped() {
+                return;
+            }
+            let resolved = async {
+                let client = fluvio::connect(&input.endpoint).await?;
+                let count = fluvio::partition_count(&client, &input.endpoint, &input.topic).await?;
+                input.partitions.resolve(&input.topic, count)
+            };
+            match resolved.await {
+                Ok(owned) => break owned,
+                Err(e) => {
+                    tracing::warn!("fluvio source {}: {e}; retrying in {backoff:?}", input.topic);
+                    metrics::counter!(telemetry::SOURCE_ERRORS, "source" => format!("fluvio:{}", input.topic))
+                        .increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!("fluvio source {}: consuming partitions {owned:?}", input.topic);
+        let mut tasks = Vec::new();
+        for p in owned {
+            let cursor = PartitionCursor::new(checkpointed.get(&p).copied());
+            let (input, log, shared, stop) = (input.clone(), log.clone(), shared.clone(), stop.clone());
+            tasks.push(tokio::spawn(consume_partition(input, p, cursor, log, shared, stop)));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+}
+
+async fn consume_partition(
+    input: FluvioInput,
+    partition: u32,
+    mut cursor: PartitionCursor,
+    log: Sender<Append>,
+    shared: Arc<Shared>,
+    stop: Stop,
+) {
+    use futures_util::StreamExt;
+    let name = fluvio::source_name(&input.topic, partition);
+    let mut backoff = Duration::from_millis(200);
+    let mut registered = false;
+    while !stop.stopped() {
+        let opened = async {
+            let client = fluvio::connect(&input.endpoint).await?;
+            let config = ConsumerConfigExtBuilder::default()
+                .topic(input.topic.clone())
+                .partition(partition)
+                .offset_start(fluvio::start_offset(cursor.next(), input.start))
+                .build()
+                .map_err(|e| fluvio::FluvioSourceError::Cluster {
+                    endpoint: input.endpoint.clone(),
+                    cause: format!("{e:#}"),
+                })?;
+            let stream = client.consumer_with_config(config).await.map_err(|e| fluvio::FluvioSourceError::Cluster {
+                endpoint: input.endpoint.clone(),
+                cause: format!("{e:#}"),
+            })?;
+            // The client must live as long as its stream.
+            Ok::<_, fluvio::FluvioSourceError>((client, stream))
+        };
+        let (_client, stream) = match opened.await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("{name}: {e}; retrying in {backoff:?}");
+                metrics::counter!(telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        if !registered {
+            // An empty batch makes the partition known: it holds the watermark back from
+            // now on, so records it has not delivered yet are not made late by others.
+            let hello = Records::new(name.clone(), now());
+            if !hand_over_async(&log, &shared, hello, &stop).await {
+                return;
+            }
+            registered = true;
+        }
+        let mut chunks = stream.ready_chunks(FLUVIO_BATCH);
+        loop {
+            if stop.stopped() {
+                return;
+            }
+            let chunk = match tokio::time::timeout(FLUVIO_WAIT, chunks.next()).await {
+                Err(_) => continue,
+                Ok(None) => break,
+                Ok(Some(c)) => c,
+            };
+            let mut records = Records::new(name.clone(), now());
+            let mut failed = None;
+            for r in chunk {
+                match r {
+                    Ok(rec) => {
+                        cursor.take(&mut records, rec.offset(), rec.value());
+                    }
+                    Err(code) => {
+                        failed = Some(code);
+                        break;
+                    }
+                }
+            }
+            if let Some(next) = cursor.next() {
+                records.resume = Some(Resume::Fluvio { offset: next });
+            }
+            if !records.is_empty() && !hand_over_async(&log, &shared, records, &stop).await {
+                return;
+            }
+            if let Some(code) = failed {
+                tracing::warn!("{name}: consumer error {code:?}; reconnecting");
+                metrics::counter!(telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(1);
+                break;
+            }
+        }
+    }
+}
+
+/// Hands a batch to the log from async code: waits (without blocking the runtime)
+/// while the worker is behind or the log queue is full.
+async fn hand_over_async(log: &Sender<Append>, shared: &Shared, records: Records, stop: &Stop) -> bool {
+    while shared.over_backlog() && !stop.stopped() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut append = Append::new(Input::Records(records), None, shared);
+    loop {
+        match log.try_send(append) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::TrySendError::Full(a)) => {
+                append = a;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(a)) => {
+                a.withdraw(shared);
+                return false;
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crossbeam_channel::{select, Receiver};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::input::{Input, Records};
+use super::input::{Input, Records, Resume};
 use super::shared::{verdict_key, Shared};
 use crate::aggregates::Aggregates;
 use crate::checkpoint::CheckpointStore;
@@ -24,13 +24,12 @@ use crate::engine::{Engine, EngineConfig};
 use crate::replay::{Fed, Pipeline, Position};
 use crate::rules::RuleSet;
 use crate::sinks::append::{AppendFile, Reopened};
-use crate::sources::tail::FilePosition;
 use crate::telemetry::{self, EventCounters, EventResult};
 use crate::timestamp::{self, Nanos, Span};
 use crate::wal::WalReader;
 
 /// Checkpoint payload format; bump on any change to [`CheckpointRef`].
-pub const CHECKPOINT_FORMAT: u32 = 1;
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 /// A log entry handed to the worker once it is durable.
 pub struct Logged {
@@ -60,8 +59,8 @@ struct CheckpointRef<'a> {
     wal_pos: u64,
     output_len: u64,
     dead_len: u64,
-    sources: &'a BTreeMap<String, FilePosition>,
-    last_records_at: Nanos,
+    sources: &'a BTreeMap<String, Resume>,
+    sinks: BTreeMap<String, u64>,
     usage: &'a Aggregates,
     verdicts: Vec<(u128, u64)>,
     engine: &'a Engine,
@@ -72,11 +71,20 @@ struct CheckpointOwned {
     wal_pos: u64,
     output_len: u64,
     dead_len: u64,
-    sources: BTreeMap<String, FilePosition>,
-    last_records_at: Nanos,
+    sources: BTreeMap<String, Resume>,
+    sinks: BTreeMap<String, u64>,
     usage: Aggregates,
     verdicts: Vec<(u128, u64)>,
     engine: EngineSnapshot,
+}
+
+/// A sink's name and how far it has been acknowledged, shared with the sink's task.
+#[derive(Clone, Debug)]
+pub struct SinkProgress {
+    pub name: String,
+    pub acked: Arc<std::sync::atomic::AtomicU64>,
+    /// Ships the dead letters (else the verdicts).
+    pub dead_letters: bool,
 }
 
 pub struct Worker {
@@ -87,10 +95,13 @@ pub struct Worker {
     store: CheckpointStore,
     live: LiveTime,
     wal_pos: u64,
-    /// Where each followed file continues, as of `wal_pos`.
-    sources: BTreeMap<String, FilePosition>,
-    /// Arrival time of the last batch with records: the stream is idle after it.
-    last_records_at: Nanos,
+    /// Where each re-readable source continues, as of `wal_pos`.
+    sources: BTreeMap<String, Resume>,
+    /// How far each sink has been acknowledged in the verdict or dead-letter file;
+    /// what follows is sent again after a crash.
+    sinks: Vec<SinkProgress>,
+    /// Sink positions from the checkpoint, until the sinks start.
+    recovered_sinks: BTreeMap<String, u64>,
     counters: EventCounters,
     /// WAL position of each kept checkpoint, oldest first.
     kept: Vec<u64>,
@@ -139,25 +150,15 @@ impl Worker {
                         .with_context(|| format!("checkpoint {} does not decode", good.path.display()))?;
                 rec.checkpoint = Some((good.seq, snap.wal_pos));
                 kept.push(snap.wal_pos);
-                let engine = Engine::restore(cfg, rhai, rules, snap.engine);
-                (
-                    engine,
-                    Some((
-                        snap.wal_pos,
-                        snap.output_len,
-                        snap.dead_len,
-                        snap.sources,
-                        snap.last_records_at,
-                        snap.usage,
-                        snap.verdicts,
-                    )),
-                )
+                let CheckpointOwned { wal_pos, output_len, dead_len, sources, sinks, usage, verdicts, engine } = snap;
+                let engine = Engine::restore(cfg, rhai, rules, engine);
+                (engine, Some((wal_pos, output_len, dead_len, sources, sinks, usage, verdicts)))
             }
             None => (Engine::new(cfg, rhai, rules), None),
         };
-        let (wal_pos, out_len, dead_len, sources, last_records_at, usage, verdicts) = match snap {
-            Some(s) => (s.0, Some(s.1), Some(s.2), s.3, s.4, s.5, s.6),
-            None => (0, None, None, BTreeMap::new(), Nanos::MIN, Aggregates::default(), Vec::new()),
+        let (wal_pos, out_len, dead_len, sources, recovered_sinks, usage, verdicts) = match snap {
+            Some((w, o, d, src, sinks, u, v)) => (w, Some(o), Some(d), src, sinks, u, v),
+            None => (0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new()),
         };
         let (out, o) =
             AppendFile::open(output, out_len).with_context(|| format!("cannot open {}", output.display()))?;
@@ -193,7 +194,8 @@ impl Worker {
             live,
             wal_pos,
             sources,
-            last_records_at,
+            sinks: Vec::new(),
+            recovered_sinks,
             counters: EventCounters::default(),
             kept,
             index_batch: Vec::new(),
@@ -212,9 +214,25 @@ impl Worker {
         Ok((w, rec))
     }
 
-    /// Where each followed file continues.
-    pub fn sources(&self) -> &BTreeMap<String, FilePosition> {
+    /// Where each re-readable source continues.
+    pub fn sources(&self) -> &BTreeMap<String, Resume> {
         &self.sources
+    }
+
+    /// Where sink `name` resumes in `file`: its checkpointed position, never past what
+    /// the file holds (a crash cut the file back to the checkpoint).
+    pub fn sink_start(&self, name: &str, file_len: u64) -> u64 {
+        self.recovered_sinks.get(name).copied().unwrap_or(0).min(file_len)
+    }
+
+    /// Lengths of the verdict and dead-letter files.
+    pub fn output_lens(&self) -> (u64, u64) {
+        (self.out.len(), self.dead.len())
+    }
+
+    /// Registers a running sink, whose acknowledged position goes into checkpoints.
+    pub fn add_sink(&mut self, sink: SinkProgress) {
+        self.sinks.push(sink);
     }
 
     /// Applies one log entry ending at `end`.
@@ -223,9 +241,10 @@ impl Worker {
         match input {
             Input::Records(r) => self.apply_records(r, &mut io_err),
             Input::Tick { now } => {
-                let idle = now.saturating_sub(self.last_records_at) >= self.live.idle_timeout.0;
-                if self.live.wall_clock && idle {
-                    self.pipeline.engine.advance_to(now.saturating_sub(self.live.lateness.0));
+                let engine = &mut self.pipeline.engine;
+                engine.mark_idle(*now, self.live.idle_timeout.0);
+                if self.live.wall_clock && engine.watermark().all_idle() {
+                    engine.advance_to(now.saturating_sub(self.live.lateness.0));
                 }
             }
         }
@@ -258,6 +277,9 @@ impl Worker {
 
     fn apply_records(&mut self, r: &Records, io_err: &mut Option<std::io::Error>) {
         let not_after = self.live.max_future_skew.map(|s| r.received_at.saturating_add(s.0));
+        let engine = &mut self.pipeline.engine;
+        engine.mark_idle(r.received_at, self.live.idle_timeout.0);
+        engine.from_source(&r.source, r.received_at);
         let dead = &mut self.dead;
         for at in &r.records {
             let pos = Position { source: &r.source, line: at.line, offset: at.offset };
@@ -277,9 +299,6 @@ impl Worker {
                 }
             }
         }
-        if !r.records.is_empty() {
-            self.last_records_at = self.last_records_at.max(r.received_at);
-        }
         if let Some(pos) = &r.resume {
             self.sources.insert(r.source.clone(), pos.clone());
         }
@@ -296,7 +315,7 @@ impl Worker {
             output_len: self.out.len(),
             dead_len: self.dead.len(),
             sources: &self.sources,
-            last_records_at: self.last_records_at,
+            sinks: self.sink_positions(),
             usage: &self.pipeline.summary.usage,
             verdicts,
             engine: &self.pipeline.engine,
@@ -321,6 +340,32 @@ impl Worker {
         Ok(written.bytes)
     }
 
+    /// Every sink's acknowledged position; a sink turned off keeps its last one.
+    fn sink_positions(&self) -> BTreeMap<String, u64> {
+        let mut all = self.recovered_sinks.clone();
+        for s in &self.sinks {
+            all.insert(s.name.clone(), s.acked.load(Ordering::Acquire));
+        }
+        all
+    }
+
+    /// Waits up to `limit` for the sinks to ship everything written, so the checkpoint
+    /// that follows leaves nothing to send twice.
+    fn wait_for_sinks(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        let behind = |s: &SinkProgress| {
+            let len = if s.dead_letters { self.dead.len() } else { self.out.len() };
+            s.acked.load(Ordering::Acquire) < len
+        };
+        while self.sinks.iter().any(behind) {
+            if Instant::now() >= until {
+                tracing::warn!("sinks are still behind after {limit:?}; the rest is shipped after the restart");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Engine gauges, published after each batch of work.
     fn publish_gauges(&self) {
         let e = &self.pipeline.engine;
@@ -330,6 +375,14 @@ impl Worker {
         metrics::gauge!(telemetry::TIMERS).set(report.timers.values().sum::<u64>() as f64);
         metrics::gauge!(telemetry::BUFFERED).set(report.buffered_events as f64);
         metrics::gauge!(telemetry::BACKLOG).set(self.shared.backlog.load(Ordering::Relaxed) as f64);
+        let lateness = e.watermark().lateness();
+        for src in e.watermark().sources() {
+            if let Some(t) = src.watermark(lateness) {
+                metrics::gauge!(telemetry::SOURCE_WATERMARK, "source" => src.name.clone())
+                    .set(telemetry::unix_seconds(t));
+            }
+            metrics::gauge!(telemetry::SOURCE_IDLE, "source" => src.name.clone()).set(if src.idle { 1.0 } else { 0.0 });
+        }
         let wm = e.watermark().current();
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
@@ -390,6 +443,7 @@ impl Worker {
             }
         }
         self.publish_gauges();
+        self.wait_for_sinks(Duration::from_secs(10));
         self.checkpoint().context("the final checkpoint")?;
         Ok(())
     }

@@ -1,6 +1,8 @@
-//! Sinks: where verdicts and dead letters go. NDJSON to a file or stdout here.
+//! Sinks: where verdicts and dead letters go: NDJSON to a file or stdout, and (from
+//! those files) to Fluvio topics.
 
 pub mod append;
+pub mod fluvio;
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};

@@ -2,6 +2,7 @@
 //! service, for checkpoints.
 
 pub mod body;
+pub mod fluvio;
 pub mod ndjson;
 pub mod tail;
 
