@@ -3,6 +3,7 @@
 
 pub mod aggregates;
 pub mod checkpoint;
+pub mod cluster;
 pub mod decode;
 pub mod engine;
 pub mod gen;

@@ -53,6 +53,36 @@ enum Command {
         #[arg(default_value = "rules")]
         dir: PathBuf,
     },
+    /// Prepare a Fluvio cluster: register a custom SPU and create topics (each step is
+    /// skipped when already done).
+    FluvioSetup {
+        /// The SC's public address.
+        #[arg(long, default_value = "127.0.0.1:9003")]
+        endpoint: String,
+        /// Register a custom SPU with this id...
+        #[arg(long, requires_all = ["spu_public", "spu_private"])]
+        spu_id: Option<i32>,
+        /// ...whose public address (for clients) is this host:port...
+        #[arg(long)]
+        spu_public: Option<String>,
+        /// ...and private address (for the SC) this host:port.
+        #[arg(long)]
+        spu_private: Option<String>,
+        /// A topic to create, as NAME:PARTITIONS. Repeatable.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Keep trying this long while the cluster is not up yet.
+        #[arg(long, default_value = "60s")]
+        wait: Span,
+    },
+    /// Check that a running service answers: exits 0 when GET http://ADDR/PATH gives 200
+    /// (for container health checks, which have no curl).
+    Probe {
+        #[arg(default_value = "127.0.0.1:8480")]
+        addr: String,
+        #[arg(default_value = "/healthz")]
+        path: String,
+    },
     /// Write a synthetic, seeded event stream.
     Gen {
         /// Output file (default: stdout).
@@ -153,6 +183,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("(no fixtures found in {})", dir.display());
             }
             Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::FluvioSetup { endpoint, spu_id, spu_public, spu_private, topics, wait } => {
+            let topics = topics.iter().map(|t| verdict::cluster::parse_topic(t)).collect::<anyhow::Result<Vec<_>>>()?;
+            let spu = match (spu_id, spu_public, spu_private) {
+                (Some(id), Some(public), Some(private)) => {
+                    Some(verdict::cluster::SpuRegistration { id, public, private })
+                }
+                _ => None,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let until = std::time::Instant::now() + wait.as_std();
+            loop {
+                match runtime.block_on(verdict::cluster::setup(&endpoint, spu.clone(), &topics)) {
+                    Ok(done) => {
+                        for d in done {
+                            eprintln!("verdict: {d}");
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Err(e) if std::time::Instant::now() < until => {
+                        eprintln!("verdict: {endpoint} not ready ({e:#}); retrying");
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                    Err(e) => return Err(e.context(format!("setting up the Fluvio cluster at {endpoint}"))),
+                }
+            }
+        }
+        Command::Probe { addr, path } => {
+            Ok(if verdict::service::http::probe(&addr, &path) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Gen { output, fluvio_topic: Some(topic), fluvio_endpoint, fluvio_partitions, config } => {
             debug_assert!(output.is_none());

@@ -5,13 +5,13 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Service;
+use common::{diff, lines, once, Service};
 
 /// A generated stream plus one far-later event, so every window of the stream closes
 /// in the service (whose watermark trails the newest event) as in a replay.
@@ -46,35 +46,6 @@ fn expected(dir: &Path, input: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     (lines(&out).into_iter().collect(), lines(&dead).into_iter().collect())
-}
-
-fn lines(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
-}
-
-/// Fails on any line written twice; returns the set.
-fn once(p: &Path) -> BTreeSet<String> {
-    let mut seen = HashMap::new();
-    for l in lines(p) {
-        *seen.entry(l).or_insert(0) += 1;
-    }
-    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(l, _)| l.clone()).collect();
-    assert!(twice.is_empty(), "{} line(s) of {} written more than once, e.g. {}", twice.len(), p.display(), twice[0]);
-    seen.into_keys().collect()
-}
-
-fn diff(name: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
-    if got != want {
-        let missing: Vec<_> = want.difference(got).take(3).collect();
-        let extra: Vec<_> = got.difference(want).take(3).collect();
-        panic!(
-            "{name}: {} lines, expected {}; missing {} e.g. {missing:?}; unexpected {} e.g. {extra:?}",
-            got.len(),
-            want.len(),
-            want.difference(got).count(),
-            got.difference(want).count()
-        );
-    }
 }
 
 /// Waits until the service has written `n` verdicts.

@@ -175,7 +175,13 @@ impl Engine {
     pub fn ingest(&mut self, ev: &WireEvent<'_>) -> Ingest {
         if self.wm.is_late(ev.ts) {
             self.stats.late += 1;
-            return Ingest::Late { watermark: self.wm.current() };
+            let watermark = self.wm.current();
+            // Still progress of its source: a source whose first events are all late
+            // must not hold the watermark back for ever.
+            if self.wm.observe(ev.ts) {
+                self.run();
+            }
+            return Ingest::Late { watermark };
         }
         let slot = self.convs.get_or_insert(&ev.tenant, &ev.conversation);
         let conv = self.convs.get_mut(slot);

@@ -269,6 +269,22 @@ async fn readyz(State(api): State<Api>) -> Response {
     }
 }
 
+/// GETs `path` from `addr` with a 2 s budget; true on status 200.
+pub fn probe(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(2);
+    let Some(sa) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sa, timeout) else { return false };
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    if write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
 #[cfg(test)]
 mod tests {
     use super::valid_period;

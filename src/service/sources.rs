@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use super::input::{Input, Records, Resume};
 use super::sequencer::Append;
 use super::shared::Shared;
-use crate::sources::fluvio::{self, PartitionCursor, PartitionSet, StartAt};
+use crate::sources::fluvio::{self, PartitionCursor, PartitionSet, StartAt, Taken};
 use crate::sources::tail::{Batch, FilePosition, Follower};
 use crate::sources::LineReader;
 use crate::telemetry;
@@ -189,6 +189,15 @@ pub fn spawn_fluvio(
             }
         };
         tracing::info!("fluvio source {}: consuming partitions {owned:?}", input.topic);
+        // An empty batch per partition, all before any records, makes every owned
+        // partition hold the watermark back from the start: the first to deliver cannot
+        // make the others' records late.
+        for &p in &owned {
+            let hello = Records::new(fluvio::source_name(&input.topic, p), now());
+            if !hand_over_async(&log, &shared, hello, &stop).await {
+                return;
+            }
+        }
         let mut tasks = Vec::new();
         for p in owned {
             let cursor = PartitionCursor::new(checkpointed.get(&p).copied());
@@ -212,7 +221,8 @@ async fn consume_partition(
     use futures_util::StreamExt;
     let name = fluvio::source_name(&input.topic, partition);
     let mut backoff = Duration::from_millis(200);
-    let mut registered = false;
+    // The last gap seen, as (expected, got): seen twice, it is real.
+    let mut last_gap: Option<(i64, i64)> = None;
     while !stop.stopped() {
         let opened = async {
             let client = fluvio::connect(&input.endpoint).await?;
@@ -243,15 +253,6 @@ async fn consume_partition(
             }
         };
         backoff = Duration::from_millis(200);
-        if !registered {
-            // An empty batch makes the partition known: it holds the watermark back from
-            // now on, so records it has not delivered yet are not made late by others.
-            let hello = Records::new(name.clone(), now());
-            if !hand_over_async(&log, &shared, hello, &stop).await {
-                return;
-            }
-            registered = true;
-        }
         let mut chunks = stream.ready_chunks(FLUVIO_BATCH);
         loop {
             if stop.stopped() {
@@ -264,13 +265,28 @@ async fn consume_partition(
             };
             let mut records = Records::new(name.clone(), now());
             let mut failed = None;
+            let mut reread = false;
             for r in chunk {
-                match r {
-                    Ok(rec) => {
-                        cursor.take(&mut records, rec.offset(), rec.value());
-                    }
+                let rec = match r {
+                    Ok(rec) => rec,
                     Err(code) => {
-                        failed = Some(code);
+                        failed = Some(format!("consumer error {code:?}"));
+                        break;
+                    }
+                };
+                if let Taken::Gap { expected } = cursor.take(&mut records, rec.offset(), rec.value()) {
+                    if last_gap == Some((expected, rec.offset())) {
+                        // Read again from `expected` and still past it: those records are gone.
+                        tracing::error!(
+                            "{name}: records {expected}..{} are no longer in the partition (retention?); \
+                             they cannot be classified",
+                            rec.offset()
+                        );
+                        metrics::counter!(telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(1);
+                        cursor.take_past_gap(&mut records, rec.offset(), rec.value());
+                    } else {
+                        last_gap = Some((expected, rec.offset()));
+                        reread = true;
                         break;
                     }
                 }
@@ -281,9 +297,13 @@ async fn consume_partition(
             if !records.is_empty() && !hand_over_async(&log, &shared, records, &stop).await {
                 return;
             }
-            if let Some(code) = failed {
-                tracing::warn!("{name}: consumer error {code:?}; reconnecting");
+            if let Some(why) = failed {
+                tracing::warn!("{name}: {why}; reconnecting");
                 metrics::counter!(telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(1);
+                break;
+            }
+            if reread {
+                tracing::info!("{name}: offsets skipped past {:?}; reading again from there", cursor.next());
                 break;
             }
         }

@@ -191,15 +191,28 @@ pub async fn produce_lines(
     let config = TopicProducerConfigBuilder::default().linger(Duration::from_millis(10)).build()?;
     let p = fluvio.topic_producer_with_config(topic.to_string(), config).await?;
     let mut n = 0u64;
+    let mut pending = Vec::new();
     while let Some(chunk) = lines.recv().await {
         let (ls, _) = complete_lines(&chunk);
         for line in ls {
             let k = key_of(key, line).map_or(RecordKey::NULL, |k| RecordKey::from(RecordData::from(k)));
-            p.send(k, line.to_vec()).await?;
-            n += 1;
+            pending.push(p.send(k, line.to_vec()).await?);
+        }
+        // A flush alone does not wait for the cluster: count only acknowledged records.
+        if pending.len() >= 10_000 {
+            n += acknowledged(&p, &mut pending).await?;
         }
     }
+    n += acknowledged(&p, &mut pending).await?;
+    Ok(n)
+}
+
+async fn acknowledged(p: &TopicProducerPool, pending: &mut Vec<fluvio::ProduceOutput>) -> anyhow::Result<u64> {
     p.flush().await?;
+    let n = pending.len() as u64;
+    for out in pending.drain(..) {
+        out.wait().await?;
+    }
     Ok(n)
 }
 

@@ -160,6 +160,21 @@ pub fn partition_of(topic: &str, source: &str) -> Option<u32> {
     source.strip_prefix("fluvio:")?.strip_prefix(topic)?.strip_prefix('/')?.parse().ok()
 }
 
+/// What [`PartitionCursor::take`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Added,
+    /// Already taken (a reconnect can deliver records again).
+    Skipped,
+    /// Past the next expected offset: records in between were not delivered. Partition
+    /// offsets are dense, so this is a client fetch that lost a batch (seen with the
+    /// 0.50 client when a fetch response is cut at its byte limit), or records removed
+    /// by retention. Reading again from `expected` tells which.
+    Gap {
+        expected: i64,
+    },
+}
+
 /// Follows one partition's offsets: what to log next and where to resume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionCursor {
@@ -172,19 +187,30 @@ impl PartitionCursor {
         PartitionCursor { next: checkpointed }
     }
 
-    /// Adds a consumed record to `batch` unless it was already taken (a reconnect can
-    /// deliver records again); returns whether it was added.
-    pub fn take(&mut self, batch: &mut Records, offset: i64, value: &[u8]) -> bool {
-        if self.next.is_some_and(|n| offset < n) {
-            return false;
+    /// Adds a consumed record to `batch` if it is the next one.
+    pub fn take(&mut self, batch: &mut Records, offset: i64, value: &[u8]) -> Taken {
+        match self.next {
+            Some(n) if offset < n => Taken::Skipped,
+            Some(n) if offset > n => Taken::Gap { expected: n },
+            _ => {
+                self.add(batch, offset, value);
+                Taken::Added
+            }
         }
+    }
+
+    /// Adds a record past a gap that reading again did not fill: the records are gone.
+    pub fn take_past_gap(&mut self, batch: &mut Records, offset: i64, value: &[u8]) {
+        self.add(batch, offset, value);
+    }
+
+    fn add(&mut self, batch: &mut Records, offset: i64, value: &[u8]) {
         // Over the record limit: log only what the dead letter keeps; the size tells.
         let kept = if value.len() > MAX_RECORD_BYTES { &value[..TOO_LARGE_EXCERPT] } else { value };
         // Fluvio offsets are never negative; the position says which record it was.
         let at = u64::try_from(offset).unwrap_or(0);
         batch.push(kept, 0, at, value.len() as u64, kept.len() < value.len());
         self.next = Some(offset.saturating_add(1));
-        true
     }
 
     /// The offset a restart continues from.
@@ -269,12 +295,12 @@ mod tests {
     fn the_cursor_skips_redelivered_records_and_bounds_big_ones() {
         let mut c = PartitionCursor::new(Some(10));
         let mut b = Records::new("fluvio:t/0", 0);
-        assert!(!c.take(&mut b, 9, b"{}"), "before the checkpointed position");
-        assert!(c.take(&mut b, 10, b"{\"a\":1}"));
-        assert!(c.take(&mut b, 11, b"{}"));
-        assert!(!c.take(&mut b, 11, b"{}"), "delivered twice");
+        assert_eq!(c.take(&mut b, 9, b"{}"), Taken::Skipped, "before the checkpointed position");
+        assert_eq!(c.take(&mut b, 10, b"{\"a\":1}"), Taken::Added);
+        assert_eq!(c.take(&mut b, 11, b"{}"), Taken::Added);
+        assert_eq!(c.take(&mut b, 11, b"{}"), Taken::Skipped, "delivered twice");
         let big = vec![b'x'; MAX_RECORD_BYTES + 1];
-        assert!(c.take(&mut b, 12, &big));
+        assert_eq!(c.take(&mut b, 12, &big), Taken::Added);
         assert_eq!(c.next(), Some(13));
         assert_eq!(b.records.len(), 3);
         assert_eq!(b.bytes(&b.records[0]), b"{\"a\":1}");
@@ -283,7 +309,18 @@ mod tests {
         assert_eq!((r.len as usize, r.size, r.truncated), (TOO_LARGE_EXCERPT, big.len() as u64, true));
         // Starting at `end`, the first record sets the position.
         let mut c = PartitionCursor::new(None);
-        assert!(c.take(&mut b, 500, b"{}"));
+        assert_eq!(c.take(&mut b, 500, b"{}"), Taken::Added);
         assert_eq!(c.next(), Some(501));
+    }
+
+    #[test]
+    fn a_gap_is_reported_not_skipped_over() {
+        let mut c = PartitionCursor::new(Some(5212));
+        let mut b = Records::new("fluvio:t/1", 0);
+        assert_eq!(c.take(&mut b, 5240, b"{}"), Taken::Gap { expected: 5212 });
+        assert!(b.is_empty());
+        assert_eq!(c.next(), Some(5212), "the position stays at the first missing record");
+        c.take_past_gap(&mut b, 5240, b"{}");
+        assert_eq!(c.next(), Some(5241));
     }
 }

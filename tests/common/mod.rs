@@ -2,6 +2,7 @@
 //! own copy of the rules and its own state directory, driven over real HTTP.
 #![allow(dead_code)]
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +24,35 @@ pub fn ndjson(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+pub fn lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Fails on any line written twice; returns the set.
+pub fn once(p: &Path) -> BTreeSet<String> {
+    let mut seen = HashMap::new();
+    for l in lines(p) {
+        *seen.entry(l).or_insert(0) += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).map(|(l, _)| l.clone()).collect();
+    assert!(twice.is_empty(), "{} line(s) of {} written more than once, e.g. {}", twice.len(), p.display(), twice[0]);
+    seen.into_keys().collect()
+}
+
+pub fn diff(name: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
+    if got != want {
+        let missing: Vec<_> = want.difference(got).take(3).collect();
+        let extra: Vec<_> = got.difference(want).take(3).collect();
+        panic!(
+            "{name}: {} lines, expected {}; missing {} e.g. {missing:?}; unexpected {} e.g. {extra:?}",
+            got.len(),
+            want.len(),
+            want.difference(got).count(),
+            got.difference(want).count()
+        );
+    }
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -83,7 +113,7 @@ impl Service {
             .arg("run")
             .args(["--rules", "rules", "--state-dir", "state", "--listen", &format!("127.0.0.1:{}", self.port)])
             .args(&self.args)
-            .env("VERDICT_LOG", "info")
+            .env("VERDICT_LOG", "warn,verdict=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
