@@ -353,16 +353,24 @@ impl Worker {
     /// that follows leaves nothing to send twice.
     fn wait_for_sinks(&self, limit: Duration) {
         let until = Instant::now() + limit;
+        let acked = || self.sinks.iter().map(|s| s.acked.load(Ordering::Acquire)).collect::<Vec<_>>();
         let behind = |s: &SinkProgress| {
             let len = if s.dead_letters { self.dead.len() } else { self.out.len() };
             s.acked.load(Ordering::Acquire) < len
         };
+        // A sink that moves nothing for a second is not reaching its cluster.
+        let (mut last, mut moved_at) = (acked(), Instant::now());
         while self.sinks.iter().any(behind) {
-            if Instant::now() >= until {
-                tracing::warn!("sinks are still behind after {limit:?}; the rest is shipped after the restart");
+            let now = Instant::now();
+            if now >= until || now.duration_since(moved_at) > Duration::from_secs(1) {
+                tracing::warn!("sinks are behind; the rest is shipped after the restart");
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
+            let a = acked();
+            if a != last {
+                (last, moved_at) = (a, Instant::now());
+            }
         }
     }
 

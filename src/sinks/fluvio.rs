@@ -91,13 +91,15 @@ impl FileSink {
         let mut producer: Option<TopicProducerPool> = None;
         let mut backoff = Duration::from_millis(100);
         let mut buf = Vec::with_capacity(CHUNK);
+        let mut failing = false;
         loop {
             let pos = self.acked.load(Ordering::Acquire);
             let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
             metrics::gauge!(telemetry::SINK_LAG, "sink" => self.name.clone()).set(len.saturating_sub(pos) as f64);
             if *stop.borrow() {
                 let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
-                if pos >= len || since.elapsed() > grace {
+                // Failing at shutdown: the next start sends the rest, no need to hold it up.
+                if pos >= len || since.elapsed() > grace || failing {
                     if pos < len {
                         tracing::warn!(
                             "sink {}: stopping with {} bytes unshipped; they are sent after the restart",
@@ -117,6 +119,7 @@ impl FileSink {
                 None => match self.open(&endpoint).await {
                     Ok(p) => producer.insert(p),
                     Err(e) => {
+                        failing = true;
                         self.failed(&format!("cannot open a producer for {}: {e:#}", self.topic), &mut backoff).await;
                         continue;
                     }
@@ -128,12 +131,14 @@ impl FileSink {
             }
             match self.ship(p, &buf).await {
                 Ok((used, n)) if used > 0 => {
+                    failing = false;
                     self.acked.store(pos + used as u64, Ordering::Release);
                     metrics::counter!(telemetry::SINK_RECORDS, "sink" => self.name.clone()).increment(n);
                     backoff = Duration::from_millis(100);
                 }
                 Ok(_) => tokio::time::sleep(IDLE_POLL).await,
                 Err(e) => {
+                    failing = true;
                     // Resent from `pos` on the next round: duplicates, never gaps.
                     p.clear_errors().await;
                     self.failed(&format!("producing to {}: {e:#}", self.topic), &mut backoff).await;

@@ -55,6 +55,69 @@ pub fn diff(name: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
     }
 }
 
+/// A service driven until (nearly) every metric is exported: events that decide a
+/// billable conversation, an escalation, a malformed record, and Fluvio source and sinks
+/// configured against a port where no cluster listens (so their error metrics show,
+/// while HTTP ingest goes on). Returns the service and its `/metrics` text.
+pub fn exercised_metrics() -> (Service, String) {
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let args = [
+        "--wall-clock",
+        "false",
+        "--checkpoint-interval",
+        "200ms",
+        "--fluvio-endpoint",
+        &nowhere,
+        "--fluvio-topic",
+        "events",
+    ];
+    let sinks = ["--fluvio-verdict-topic", "verdicts", "--fluvio-dead-letter-topic", "dead"];
+    let svc = Service::start(&[&args[..], &sinks[..]].concat());
+    let day = |t: &str| format!("2026-06-12T{t}Z");
+    let body = [
+        ev("p1-1", "conversation.started", "p1", &day("10:00:00"), r#"{"intent":"password_reset"}"#),
+        ev("p1-2", "llm.call", "p1", &day("10:00:02"), r#"{"cost_usd":"0.0125"}"#),
+        ev("p1-3", "message.ai", "p1", &day("10:00:03"), ""),
+        ev("p1-4", "resolution.confirmed", "p1", &day("10:05:00"), ""),
+        ev("p2-1", "escalated", "p2", &day("11:00:00"), ""),
+        "{bad".to_string(),
+    ];
+    svc.post("/v1/events", &body.join("\n"));
+    // Enough rule calls that the sampled evaluation-time histogram has some.
+    let more: Vec<String> = (0..8)
+        .flat_map(|i| {
+            let c = format!("q{i}");
+            [
+                ("1", "conversation.started", "10:00:00"),
+                ("2", "message.ai", "10:00:01"),
+                ("3", "message.customer", "10:00:02"),
+            ]
+            .map(|(n, kind, t)| ev(&format!("{c}-{n}"), kind, &c, &day(t), ""))
+        })
+        .collect();
+    svc.post("/v1/events", &more.join("\n"));
+    svc.post("/v1/events", &ev("p9-1", "message.ai", "p9", "2026-06-14T00:00:00Z", ""));
+    svc.wait_for("/v1/usage?tenant=acme&period=2026-06", |u| u["billable_count"] == 1);
+    let started = Instant::now();
+    loop {
+        let text = svc.metrics();
+        let shown = [
+            "verdict_sink_errors_total",
+            "verdict_source_errors_total",
+            "verdict_sink_lag_bytes",
+            "verdict_checkpoint_duration_seconds",
+            "verdict_rule_evaluation_seconds",
+        ]
+        .iter()
+        .all(|m| text.contains(&format!("# TYPE {m} ")));
+        if shown && started.elapsed() > Duration::from_millis(600) {
+            return (svc, text);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "Fluvio error metrics never showed:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
