@@ -26,8 +26,9 @@ use crate::telemetry;
 
 /// Most bytes shipped per round.
 const CHUNK: usize = 1 << 20;
-/// How often the file is looked at when nothing is new.
-const IDLE_POLL: Duration = Duration::from_millis(20);
+/// How often the file is looked at when nothing is new (one `stat`; it bounds the
+/// latency a sink adds).
+const IDLE_POLL: Duration = Duration::from_millis(5);
 
 /// Which record field keys a line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
