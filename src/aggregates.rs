@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::timestamp::period_of;
+use crate::timestamp::period_str;
 use crate::verdicts::Verdict;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,17 +45,24 @@ impl Usage {
         if self.currency.is_empty() {
             self.currency.clone_from(&v.currency);
         }
-        let o = self.outcomes.entry(v.outcome.clone()).or_default();
+        // Look up before inserting: the keys exist after the first verdicts, and this
+        // runs once per verdict.
+        let o = get_or_insert(&mut self.outcomes, &v.outcome);
         if v.billable {
             self.billable_count += 1;
             self.amount += v.amount;
             o.amount += v.amount;
-            let t = o.billable.entry(v.tier.map_or_else(|| "none".to_string(), |t| t.to_string())).or_default();
+            const TIERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+            let t = match v.tier {
+                None => get_or_insert(&mut o.billable, "none"),
+                Some(t) if (t as usize) < TIERS.len() => get_or_insert(&mut o.billable, TIERS[t as usize]),
+                Some(t) => o.billable.entry(t.to_string()).or_default(),
+            };
             t.count += 1;
             t.amount += v.amount;
         } else {
             self.non_billable_count += 1;
-            *o.not_billable.entry(v.reason.clone()).or_default() += 1;
+            *get_or_insert(&mut o.not_billable, &v.reason) += 1;
         }
         self.cost += v.cost;
         o.cost += v.cost;
@@ -101,12 +108,20 @@ impl Aggregates {
             Some(p) => p,
             None => self.tenants.entry(v.tenant.clone()).or_default(),
         };
-        periods.entry(period_of(v.decided_at)).or_default().record(v);
+        let mut buf = [0u8; 16];
+        get_or_insert(periods, period_str(v.decided_at, &mut buf)).record(v);
     }
 
     pub fn get(&self, tenant: &str, period: &str) -> Option<&Usage> {
         self.tenants.get(tenant)?.get(period)
     }
+}
+
+fn get_or_insert<'m, V: Default>(m: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !m.contains_key(key) {
+        m.insert(key.to_string(), V::default());
+    }
+    m.get_mut(key).expect("inserted above")
 }
 
 #[cfg(test)]
@@ -128,7 +143,7 @@ mod tests {
             cost: cost.parse().unwrap(),
             decided_at: parse_rfc3339(at).unwrap(),
             rule_version: String::new(),
-            events: vec![],
+            events: Default::default(),
             error: None,
         }
     }

@@ -70,8 +70,18 @@ pub fn write_rfc3339(out: &mut String, t: Nanos) {
 
 /// The `YYYY-MM` billing period (UTC) an instant falls in.
 pub fn period_of(t: Nanos) -> String {
+    period_str(t, &mut [0; 16]).to_string()
+}
+
+/// [`period_of`] written into `buf`, for the per-verdict path.
+pub fn period_str(t: Nanos, buf: &mut [u8; 16]) -> &str {
+    use std::io::Write;
     let dt = OffsetDateTime::from_unix_timestamp(t.div_euclid(NANOS_PER_SEC)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}", dt.year(), u8::from(dt.month()))
+    let mut w = &mut buf[..];
+    // Years stay within 4 to 6 digits for any Nanos, so 16 bytes always suffice.
+    let _ = write!(w, "{:04}-{:02}", dt.year(), u8::from(dt.month()));
+    let n = 16 - w.len();
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
 }
 
 /// A non-negative span of time, written like `5s`, `250ms`, `24h` or `1h 30m`.

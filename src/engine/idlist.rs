@@ -15,12 +15,13 @@ impl IdList {
         if bytes.is_empty() {
             return;
         }
-        // Grow by an eighth, not double: this buffer is most of an open conversation's
-        // memory, and most lists stop growing after a dozen ids.
+        // Start with room for 8 ids like this one, then grow by a quarter, not double:
+        // this buffer is most of an open conversation's memory, and most lists stop
+        // growing after a dozen ids. Growing by one id at a time cost a realloc per event.
         let need = self.buf.len() + 1 + bytes.len();
         if need > self.buf.capacity() {
-            let extra = (need - self.buf.len()).max(self.buf.len() / 8);
-            self.buf.reserve_exact(extra);
+            let step = if self.buf.is_empty() { 8 * (1 + bytes.len()) } else { self.buf.len() / 4 };
+            self.buf.reserve_exact((need - self.buf.len()).max(step));
         }
         self.buf.push((bytes.len() - 1) as u8);
         self.buf.extend_from_slice(bytes);
@@ -30,8 +31,21 @@ impl IdList {
         IdIter { rest: &self.buf }
     }
 
+    /// The dedupe check on every event: compares lengths first and bytes only on a
+    /// length match, with no UTF-8 check (the iterator's job, not this one's).
     pub fn contains(&self, id: &str) -> bool {
-        self.iter().any(|x| x == id)
+        let id = id.as_bytes();
+        let Some(want) = id.len().checked_sub(1).filter(|&n| n < 256) else { return false };
+        let mut rest = self.buf.as_slice();
+        while let Some((&len, tail)) = rest.split_first() {
+            let n = len as usize + 1;
+            let (x, next) = tail.split_at(n.min(tail.len()));
+            if len as usize == want && x == id {
+                return true;
+            }
+            rest = next;
+        }
+        false
     }
 
     pub fn len(&self) -> usize {
@@ -107,6 +121,8 @@ mod tests {
         assert_eq!(l.iter().collect::<Vec<_>>(), vec!["a", "bc", "ü-1", long.as_str()]);
         assert!(l.contains("bc"));
         assert!(!l.contains("b"));
+        assert!(!l.contains(""));
+        assert!(!l.contains(&"x".repeat(257)), "longer than any id kept");
         assert_eq!(l.len(), 4);
     }
 }

@@ -201,7 +201,7 @@ impl Engine {
             seq: self.seq,
             kind,
             kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
-            id: ev.id.as_ref().into(),
+            id: compact_str::CompactString::new(ev.id.as_ref()),
             cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
             intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
             attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
@@ -456,7 +456,9 @@ impl Engine {
                 Some(o) => ctx.other_counts.clone_from(o),
                 None => ctx.other_counts.clear(),
             }
-            ctx.intent = open.intent.as_deref().map(str::to_string);
+            if ctx.intent.as_deref() != open.intent.as_deref() {
+                ctx.intent = open.intent.as_deref().map(Into::into);
+            }
             ctx.cost = open.cost;
             ctx.decision = None;
             let state = open.outcome_mut(oid);
@@ -556,7 +558,7 @@ impl Engine {
             cost: open.cost,
             decided_at: now,
             rule_version: outcome.version.clone(),
-            events: open.ids.iter().map(str::to_string).collect(),
+            events: crate::verdicts::EventIds(open.ids.clone()),
             error,
         });
     }

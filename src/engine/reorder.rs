@@ -20,7 +20,8 @@ pub struct PendingEvent {
     pub kind: Kind,
     /// The type name, kept only for types outside [`crate::kinds::KNOWN`].
     pub kind_name: Option<Box<str>>,
-    pub id: Box<str>,
+    /// Inline up to 24 bytes (typical ids): no allocation per buffered event.
+    pub id: compact_str::CompactString,
     pub cost: Option<Decimal>,
     pub intent: Option<Box<str>>,
     /// Raw attributes, kept only when a rule reads this event.

@@ -46,7 +46,8 @@ pub struct CallCtx {
     pub events: u32,
     pub counts: [u32; KNOWN.len()],
     pub other_counts: Vec<(Box<str>, u32)>,
-    pub intent: Option<String>,
+    /// Shared with the script's `c.intent`; refilled only when it differs.
+    pub intent: Option<ImmutableString>,
     pub cost: Decimal,
     pub timers: Timers,
     pub vars: Map,
@@ -177,7 +178,7 @@ pub fn register(engine: &mut Engine) {
         .register_get("events", |c: &mut ConvRef| -> INT { c.lock().events as INT })
         .register_get("cost", |c: &mut ConvRef| -> Decimal { c.lock().cost })
         .register_get("intent", |c: &mut ConvRef| -> Dynamic {
-            c.lock().intent.as_deref().map_or(Dynamic::UNIT, |s| s.into())
+            c.lock().intent.clone().map_or(Dynamic::UNIT, Dynamic::from)
         })
         .register_fn("count", |c: &mut ConvRef, kind: &str| -> INT { c.lock().count(kind) as INT })
         .register_fn("has_timer", |c: &mut ConvRef, name: &str| -> bool {

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::engine::idlist::IdList;
 use crate::timestamp::{self, Nanos};
 
 /// Reason of a verdict whose rule failed.
@@ -27,10 +28,59 @@ pub struct Verdict {
     #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     pub decided_at: Nanos,
     pub rule_version: String,
-    pub events: Vec<String>,
+    /// Ids of the events behind the verdict, in the order they were applied.
+    pub events: EventIds,
     /// The failure, for `rule_error` verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A verdict's event ids, packed as the engine keeps them (one allocation instead of one
+/// per id); a JSON array of strings on the wire.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventIds(pub IdList);
+
+impl EventIds {
+    pub fn iter(&self) -> crate::engine::idlist::IdIter<'_> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The ids joined with `sep`, as fixtures compare them.
+    pub fn join(&self, sep: &str) -> String {
+        self.iter().collect::<Vec<_>>().join(sep)
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for EventIds {
+    fn from_iter<I: IntoIterator<Item = S>>(it: I) -> Self {
+        let mut l = IdList::default();
+        for id in it {
+            l.push(id.as_ref());
+        }
+        EventIds(l)
+    }
+}
+
+impl Serialize for EventIds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventIds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let ids = Vec::<std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if let Some(bad) = ids.iter().find(|id| id.is_empty() || id.len() > 256) {
+            return Err(D::Error::custom(format!("event id of {} bytes: ids are 1 to 256 bytes", bad.len())));
+        }
+        Ok(ids.iter().collect())
+    }
 }
 
 fn ser_time<S: serde::Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
@@ -52,10 +102,11 @@ pub fn verdict_id(tenant: &str, conversation: &str, outcome: &str) -> String {
         h.update(part.as_bytes());
     }
     let digest = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(32);
     for b in &digest[..16] {
-        use std::fmt::Write;
-        let _ = write!(s, "{b:02x}");
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
     }
     s
 }
@@ -69,6 +120,13 @@ mod tests {
         let a = verdict_id("t", "c", "ai_resolution");
         assert_eq!(a, verdict_id("t", "c", "ai_resolution"));
         assert_eq!(a.len(), 32);
+        let mut h = Sha256::new();
+        for part in ["t", "c", "ai_resolution"] {
+            h.update((part.len() as u32).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        let want: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(a, want, "the first 16 bytes of the digest, lower-case hex");
         assert_ne!(a, verdict_id("t", "c", "other"));
         assert_ne!(verdict_id("ab", "c", "o"), verdict_id("a", "bc", "o"));
     }
@@ -88,7 +146,7 @@ mod tests {
             cost: "0.0123".parse().unwrap(),
             decided_at: timestamp::parse_rfc3339("2026-06-13T10:00:00Z").unwrap(),
             rule_version: "sha256:00".into(),
-            events: vec!["e1".into()],
+            events: ["e1"].into_iter().collect(),
             error: None,
         };
         let s = serde_json::to_string(&v).unwrap();
