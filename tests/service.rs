@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{ev, ndjson, Service};
@@ -215,6 +216,78 @@ fn rule_edits_are_hot_reloaded_and_broken_edits_rejected() {
     assert_eq!(version_of("a"), v1.as_str());
     assert_eq!(version_of("b"), v2.as_str());
     assert_eq!(version_of("c"), v2.as_str());
+    assert_eq!(svc.stop(), Some(0));
+}
+
+#[test]
+fn sighup_reloads_the_rules() {
+    // An hour of debounce: within this test only the signal can trigger a reload.
+    let mut svc = Service::start(&["--wall-clock", "false", "--reload-debounce", "1h"]);
+    let file = svc.dir.path().join("rules").join("ai_resolution.rhai");
+    let v1 = svc.get("/v1/rules").1["outcomes"][0]["version"].as_str().unwrap().to_string();
+    let src = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{src}\n// edited, then SIGHUP\n")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(svc.get("/v1/rules").1["outcomes"][0]["version"], v1.as_str(), "no reload before the signal");
+    svc.signal("-HUP");
+    let r = svc.wait_for("/v1/rules", |r| r["outcomes"][0]["version"] != v1.as_str());
+    assert_eq!(r["last_reload"]["result"], "ok", "{r}");
+    assert_eq!(svc.stop(), Some(0));
+}
+
+/// POSTs `body` until it is accepted, as a client honouring Retry-After would (with a
+/// shorter wait); counts the refusals and returns the events accepted.
+fn post_retrying(svc: &Service, body: &str, throttled: &std::sync::atomic::AtomicU32) -> u64 {
+    loop {
+        let (status, retry, reply) = svc.post_with_retry_after("/v1/events", body);
+        match status {
+            200 => return reply["accepted"].as_u64().unwrap(),
+            429 | 503 => {
+                assert_eq!(retry.as_deref(), Some("1"), "{status} without Retry-After: {reply}");
+                throttled.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => panic!("POST answered {other}: {reply}"),
+        }
+    }
+}
+
+#[test]
+fn a_full_backlog_answers_429_with_retry_after_and_nothing_is_lost() {
+    // A backlog limit far below one body: while the engine works through a body, the
+    // next ones are refused, and clients that retry get every event in exactly once.
+    // The bodies race each other, so the lateness covers any arrival order of their events.
+    let mut svc = Service::start(&["--wall-clock", "false", "--lateness", "20d", "--max-backlog-bytes", "1000"]);
+    let (threads, bodies, per_body) = (4, 6, 300);
+    let throttled = std::sync::atomic::AtomicU32::new(0);
+    let accepted = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (svc, throttled, accepted) = (&svc, &throttled, &accepted);
+            s.spawn(move || {
+                for b in 0..bodies {
+                    let body: Vec<String> =
+                        (0..per_body).flat_map(|c| resolved(&format!("t{t}-b{b}-c{c}"), 1)).collect();
+                    let body = body.join("\n");
+                    let n = post_retrying(svc, &body, throttled);
+                    accepted.fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let conversations = (threads * bodies * per_body) as u64;
+    assert_eq!(accepted.load(Ordering::Relaxed), conversations * 4);
+    assert!(throttled.load(Ordering::Relaxed) > 0, "the backlog limit never answered 429");
+    // A later event moves the watermark (its ts minus the lateness) past every window.
+    post_retrying(&svc, &resolved("late", 25).join("\n"), &throttled);
+    let u = svc.wait_for("/v1/usage?tenant=acme&period=2026-06", |u| u["billable_count"] == conversations);
+    assert_eq!(u["non_billable_count"], 0, "{u}");
+    let metrics = svc.metrics();
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("verdict_ingest_throttled_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert_eq!(counted, Some(throttled.load(Ordering::Relaxed) as f64), "every refusal is counted");
     assert_eq!(svc.stop(), Some(0));
 }
 

@@ -236,6 +236,18 @@ impl Service {
         Self::answer(req.send_string(body))
     }
 
+    /// A POST's status, its `Retry-After` header and its body.
+    pub fn post_with_retry_after(&self, path: &str, body: &str) -> (u16, Option<String>, Value) {
+        let r = Self::agent().post(&self.url(path)).set("Content-Type", "application/x-ndjson").send_string(body);
+        let resp = match r {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return (0, None, Value::String(e.to_string())),
+        };
+        let (status, retry) = (resp.status(), resp.header("Retry-After").map(str::to_string));
+        let text = resp.into_string().unwrap_or_default();
+        (status, retry, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     pub fn metrics(&self) -> String {
         match self.get("/metrics").1 {
             Value::String(s) => s,
@@ -258,7 +270,7 @@ impl Service {
         }
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
         }
