@@ -45,19 +45,13 @@ impl Usage {
         if self.currency.is_empty() {
             self.currency.clone_from(&v.currency);
         }
-        // Look up before inserting: the keys exist after the first verdicts, and this
-        // runs once per verdict.
         let o = get_or_insert(&mut self.outcomes, &v.outcome);
         if v.billable {
             self.billable_count += 1;
             self.amount += v.amount;
             o.amount += v.amount;
-            const TIERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-            let t = match v.tier {
-                None => get_or_insert(&mut o.billable, "none"),
-                Some(t) if (t as usize) < TIERS.len() => get_or_insert(&mut o.billable, TIERS[t as usize]),
-                Some(t) => o.billable.entry(t.to_string()).or_default(),
-            };
+            let mut digits = itoa::Buffer::new();
+            let t = get_or_insert(&mut o.billable, v.tier.map_or("none", |t| digits.format(t)));
             t.count += 1;
             t.amount += v.amount;
         } else {
@@ -104,10 +98,7 @@ pub struct Aggregates {
 
 impl Aggregates {
     pub fn record(&mut self, v: &Verdict) {
-        let periods = match self.tenants.get_mut(&v.tenant) {
-            Some(p) => p,
-            None => self.tenants.entry(v.tenant.clone()).or_default(),
-        };
+        let periods = get_or_insert(&mut self.tenants, &v.tenant);
         let mut buf = [0u8; 16];
         get_or_insert(periods, period_str(v.decided_at, &mut buf)).record(v);
     }
@@ -117,7 +108,8 @@ impl Aggregates {
     }
 }
 
-fn get_or_insert<'m, V: Default>(m: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+/// The entry for `key`, created if absent; allocates the key only then.
+pub(crate) fn get_or_insert<'m, V: Default>(m: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
     if !m.contains_key(key) {
         m.insert(key.to_string(), V::default());
     }

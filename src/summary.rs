@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::aggregates::Aggregates;
+use crate::aggregates::{get_or_insert, Aggregates};
 use crate::decode::RejectReason;
 use crate::engine::{PendingReport, Stats};
 
@@ -38,16 +38,7 @@ impl Summary {
     }
 
     pub fn count_verdict(&mut self, outcome: &str, reason: &str) {
-        let by_reason = match self.verdicts.get_mut(outcome) {
-            Some(m) => m,
-            None => self.verdicts.entry(outcome.to_string()).or_default(),
-        };
-        match by_reason.get_mut(reason) {
-            Some(n) => *n += 1,
-            None => {
-                by_reason.insert(reason.to_string(), 1);
-            }
-        }
+        *get_or_insert(get_or_insert(&mut self.verdicts, outcome), reason) += 1;
     }
 
     pub fn reject(&mut self, reason: RejectReason) {

@@ -78,7 +78,7 @@ pub fn period_str(t: Nanos, buf: &mut [u8; 16]) -> &str {
     use std::io::Write;
     let dt = OffsetDateTime::from_unix_timestamp(t.div_euclid(NANOS_PER_SEC)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut w = &mut buf[..];
-    // Years stay within 4 to 6 digits for any Nanos, so 16 bytes always suffice.
+    // Nanos spans the years 1677 to 2262: `YYYY-MM` always fits.
     let _ = write!(w, "{:04}-{:02}", dt.year(), u8::from(dt.month()));
     let n = 16 - w.len();
     std::str::from_utf8(&buf[..n]).unwrap_or("")

@@ -28,24 +28,13 @@ impl IdList {
     }
 
     pub fn iter(&self) -> IdIter<'_> {
-        IdIter { rest: &self.buf }
+        IdIter { raw: RawIter { rest: &self.buf } }
     }
 
-    /// The dedupe check on every event: compares lengths first and bytes only on a
-    /// length match, with no UTF-8 check (the iterator's job, not this one's).
+    /// The dedupe check on every event: compares bytes, with no UTF-8 check per id (the
+    /// ids were whole `&str`s when pushed).
     pub fn contains(&self, id: &str) -> bool {
-        let id = id.as_bytes();
-        let Some(want) = id.len().checked_sub(1).filter(|&n| n < 256) else { return false };
-        let mut rest = self.buf.as_slice();
-        while let Some((&len, tail)) = rest.split_first() {
-            let n = len as usize + 1;
-            let (x, next) = tail.split_at(n.min(tail.len()));
-            if len as usize == want && x == id {
-                return true;
-            }
-            rest = next;
-        }
-        false
+        RawIter { rest: &self.buf }.any(|x| x == id.as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -57,20 +46,32 @@ impl IdList {
     }
 }
 
-pub struct IdIter<'a> {
+/// The entries as byte strings.
+struct RawIter<'a> {
     rest: &'a [u8],
+}
+
+impl<'a> Iterator for RawIter<'a> {
+    type Item = &'a [u8];
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (&len, tail) = self.rest.split_first()?;
+        let (id, rest) = tail.split_at((len as usize + 1).min(tail.len()));
+        self.rest = rest;
+        Some(id)
+    }
+}
+
+pub struct IdIter<'a> {
+    raw: RawIter<'a>,
 }
 
 impl<'a> Iterator for IdIter<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {
-        let (&len, tail) = self.rest.split_first()?;
-        let n = len as usize + 1;
-        let (id, rest) = tail.split_at(n.min(tail.len()));
-        self.rest = rest;
         // Only whole `&str`s are pushed, and 256-byte cuts only fall on ids that
         // decode already limited to 256 bytes, so this is always valid UTF-8.
-        std::str::from_utf8(id).ok()
+        std::str::from_utf8(self.raw.next()?).ok()
     }
 }
 

@@ -201,7 +201,7 @@ impl Engine {
             seq: self.seq,
             kind,
             kind_name: (kind == kinds::OTHER).then(|| ev.kind.as_ref().into()),
-            id: compact_str::CompactString::new(ev.id.as_ref()),
+            id: ev.id.as_ref().into(),
             cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
             intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
             attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },

@@ -44,12 +44,6 @@ impl EventIds {
     pub fn iter(&self) -> crate::engine::idlist::IdIter<'_> {
         self.0.iter()
     }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
     /// The ids joined with `sep`, as fixtures compare them.
     pub fn join(&self, sep: &str) -> String {
         self.iter().collect::<Vec<_>>().join(sep)
