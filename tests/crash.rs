@@ -1,7 +1,8 @@
 //! Exactly-once under crashes: `verdict run` follows a growing file and is killed with
 //! SIGKILL at random moments, then restarted; at the end its verdict file must hold
 //! exactly the verdicts of an uninterrupted `verdict replay` of the same events, each
-//! once. A corrupt newest checkpoint must be detected and the previous one used.
+//! once; the same holds when the events come over HTTP and every acknowledged POST
+//! counts. A corrupt newest checkpoint must be detected and the previous one used.
 
 mod common;
 
@@ -136,6 +137,62 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         s.iter().map(|l| l.replace(input.to_str().unwrap(), "IN").replace(full.to_str().unwrap(), "IN")).collect()
     };
     diff("dead letters after 20 SIGKILLs", &rel(&got_dead), &rel(&want_dead));
+}
+
+#[test]
+fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
+    // A client posts the stream in order, retrying each body until it gets 200, as a
+    // platform would; the service is killed at random moments in between. A 200 means
+    // durable, so the verdicts must still be exactly those of one replay, each once.
+    let tmp = tempfile::tempdir().unwrap();
+    let all = events(tmp.path(), 1500, 12);
+    let full = tmp.path().join("full.ndjson");
+    std::fs::write(&full, &all).unwrap();
+    let (want, _) = expected(tmp.path(), &full);
+    assert!(want.len() > 1000, "{} verdicts", want.len());
+
+    // Kills come faster than checkpoints, so most runs die before their first one.
+    let args = ["--wall-clock", "false", "--reject-future", "false", "--checkpoint-interval", "400ms"];
+    let mut svc = Service::start(&args);
+    let port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(svc.port));
+    let poster = {
+        let port = port.clone();
+        let body_lines: Vec<Vec<u8>> = all.split(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+        std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+            let mut refused = 0u32;
+            for body in body_lines.chunks(150).map(|c| c.join(&b'\n')) {
+                loop {
+                    let url = format!("http://127.0.0.1:{}/v1/events", port.load(std::sync::atomic::Ordering::SeqCst));
+                    match agent.post(&url).send_bytes(&body) {
+                        Ok(r) if r.status() == 200 => break,
+                        Ok(r) => panic!("POST answered {}", r.status()),
+                        // 503 while recovering, or no one listening: not acknowledged, so resend.
+                        Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) => {
+                            refused += 1;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => panic!("POST failed: {e}"),
+                    }
+                }
+            }
+            refused
+        })
+    };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = Lcg(seed);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
+        svc.kill9();
+        svc.spawn(&[]);
+        port.store(svc.port, std::sync::atomic::Ordering::SeqCst);
+    }
+    let refused = poster.join().unwrap();
+    eprintln!("{refused} posts were refused or cut by a kill and resent");
+    wait_for_verdicts(&svc, want.len());
+    assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
+    diff("verdicts after SIGKILLs during HTTP ingest", &once(&svc.output()), &want);
 }
 
 #[test]

@@ -94,8 +94,11 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         let sink = FileSink { name: name.into(), path, topic, key, acked };
         sink_tasks.push(tokio::spawn(sink.run(cfg.fluvio_endpoint(), sink_stopped.clone())));
     }
-    // A checkpoint right after recovery: the next restart replays nothing twice.
-    if recovered.replayed_entries > 0 {
+    // A checkpoint right after recovery: the next restart replays nothing twice. A new
+    // state directory gets one too, before any input: it pins the output files' lengths,
+    // so a crash before the first periodic checkpoint cuts what the lost run wrote
+    // instead of writing it again.
+    if recovered.replayed_entries > 0 || recovered.checkpoint.is_none() {
         worker.checkpoint().context("the checkpoint after recovery")?;
     }
     tracing::info!(
