@@ -149,14 +149,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { dir } => {
             let (_, rules) = load_rules(&dir)?;
             for o in &rules.outcomes {
-                let mut handlers: Vec<String> = o.on_known.iter().flatten().map(|h| h.func.to_string()).collect();
-                handlers.extend(o.on_other.values().chain(&o.on_event).map(|h| h.func.to_string()));
-                handlers.extend([&o.on_timer, &o.on_idle].into_iter().flatten().map(|f| f.to_string()));
+                let handlers: Vec<&str> = o.handler_names().map(|h| h.as_str()).collect();
                 println!(
-                    "ok {} {} ({}; prices in {}, {} tier(s), {} tenant override(s))",
+                    "ok {} {} ({}; {} of {} compiled; prices in {}, {} tier(s), {} tenant override(s))",
                     o.name,
                     o.version,
                     handlers.join(", "),
+                    o.native.handlers().count(),
+                    handlers.len(),
                     o.prices.currency,
                     o.prices.tiers.len(),
                     o.prices.tenants.len()

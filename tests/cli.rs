@@ -223,6 +223,7 @@ fn check_and_test_the_shipped_rules() {
     let o = run(&["check", "rules"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("ok ai_resolution sha256:"));
+    assert!(text(&o.stdout).contains("; 6 of 6 compiled;"), "{}", text(&o.stdout));
     let o = run(&["test", "rules"]);
     assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
     assert!(text(&o.stdout).contains(" 0 failed"));

@@ -80,7 +80,7 @@ impl EventRef {
     }
 }
 
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn fail<T>(msg: impl Into<String>) -> RhaiResult<T> {
     Err(msg.into().into())
@@ -92,6 +92,45 @@ impl CallCtx {
             kinds::OTHER => self.other_counts.iter().find(|(k, _)| &**k == kind).map_or(0, |(_, n)| *n),
             slot => self.counts[slot as usize],
         }
+    }
+
+    pub fn has_timer(&self, name: &str) -> bool {
+        self.timers.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn timer(&self, name: &str) -> Option<Nanos> {
+        self.timers.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+
+    /// Starts (or restarts) a named timer; a deadline in the past fires at `now`.
+    pub fn start_timer(&mut self, name: ImmutableString, at: INT) -> RhaiResult<()> {
+        if name.is_empty() || name.len() > 64 {
+            return fail("a timer name must be 1 to 64 characters");
+        }
+        let at = at.max(self.now);
+        if let Some(t) = self.timers.iter_mut().find(|(n, _)| *n == name) {
+            t.1 = at;
+        } else if self.timers.len() >= MAX_TIMERS {
+            return fail(format!("more than {MAX_TIMERS} open timers in one conversation"));
+        } else {
+            self.timers.push((name, at));
+        }
+        Ok(())
+    }
+
+    pub fn cancel_timer(&mut self, name: &str) {
+        self.timers.retain(|(n, _)| n != name);
+    }
+
+    pub fn billable(&mut self, reason: ImmutableString, tier: INT) -> RhaiResult<()> {
+        let tier = u8::try_from(tier).ok().filter(|t| *t >= 1).ok_or_else(|| -> Box<EvalAltResult> {
+            format!("tier must be a positive integer up to 255, got {tier}").into()
+        })?;
+        self.decide(Decision { billable: true, reason, tier: Some(tier) })
+    }
+
+    pub fn not_billable(&mut self, reason: ImmutableString) -> RhaiResult<()> {
+        self.decide(Decision { billable: false, reason, tier: None })
     }
 
     fn decide(&mut self, d: Decision) -> RhaiResult<()> {
@@ -106,7 +145,7 @@ impl CallCtx {
     }
 }
 
-fn checked_span(n: INT, unit: i64, name: &str) -> RhaiResult<INT> {
+pub(crate) fn checked_span(n: INT, unit: i64, name: &str) -> RhaiResult<INT> {
     n.checked_mul(unit).ok_or_else(|| format!("{name}({n}) is out of range").into())
 }
 
@@ -181,30 +220,14 @@ pub fn register(engine: &mut Engine) {
             c.lock().intent.clone().map_or(Dynamic::UNIT, Dynamic::from)
         })
         .register_fn("count", |c: &mut ConvRef, kind: &str| -> INT { c.lock().count(kind) as INT })
-        .register_fn("has_timer", |c: &mut ConvRef, name: &str| -> bool {
-            c.lock().timers.iter().any(|(n, _)| n == name)
-        })
+        .register_fn("has_timer", |c: &mut ConvRef, name: &str| -> bool { c.lock().has_timer(name) })
         .register_fn("timer", |c: &mut ConvRef, name: &str| -> Dynamic {
-            c.lock().timers.iter().find(|(n, _)| n == name).map_or(Dynamic::UNIT, |(_, d)| (*d).into())
+            c.lock().timer(name).map_or(Dynamic::UNIT, Dynamic::from)
         })
         .register_fn("start_timer", |c: &mut ConvRef, name: ImmutableString, at: INT| -> RhaiResult<()> {
-            let mut ctx = c.lock();
-            if name.is_empty() || name.len() > 64 {
-                return fail("a timer name must be 1 to 64 characters");
-            }
-            let at = at.max(ctx.now);
-            if let Some(t) = ctx.timers.iter_mut().find(|(n, _)| *n == name) {
-                t.1 = at;
-            } else if ctx.timers.len() >= MAX_TIMERS {
-                return fail(format!("more than {MAX_TIMERS} open timers in one conversation"));
-            } else {
-                ctx.timers.push((name, at));
-            }
-            Ok(())
+            c.lock().start_timer(name, at)
         })
-        .register_fn("cancel_timer", |c: &mut ConvRef, name: &str| {
-            c.lock().timers.retain(|(n, _)| n != name);
-        })
+        .register_fn("cancel_timer", |c: &mut ConvRef, name: &str| c.lock().cancel_timer(name))
         .register_fn("get", |c: &mut ConvRef, name: &str| -> Dynamic {
             c.lock().vars.get(name).cloned().unwrap_or(Dynamic::UNIT)
         })
@@ -226,13 +249,10 @@ pub fn register(engine: &mut Engine) {
             Ok(())
         })
         .register_fn("billable", |c: &mut ConvRef, reason: ImmutableString, tier: INT| -> RhaiResult<()> {
-            let tier = u8::try_from(tier).ok().filter(|t| *t >= 1).ok_or_else(|| -> Box<EvalAltResult> {
-                format!("tier must be a positive integer up to 255, got {tier}").into()
-            })?;
-            c.lock().decide(Decision { billable: true, reason, tier: Some(tier) })
+            c.lock().billable(reason, tier)
         })
         .register_fn("not_billable", |c: &mut ConvRef, reason: ImmutableString| -> RhaiResult<()> {
-            c.lock().decide(Decision { billable: false, reason, tier: None })
+            c.lock().not_billable(reason)
         });
 
     engine

@@ -8,6 +8,7 @@ use std::sync::MutexGuard;
 use rhai::{CallFnOptions, Dynamic, Engine, ImmutableString, Scope};
 
 use super::api::{CallCtx, ConvRef, EventRef};
+use super::native::{Args, Stack};
 use super::outcome::Outcome;
 
 /// How a handler is invoked.
@@ -26,6 +27,7 @@ pub struct Evaluator {
     /// Rule call time (a no-op outside the service, where no recorder is installed).
     timing: metrics::Histogram,
     calls: u32,
+    stack: Stack,
 }
 
 /// One call in this many is timed: the histogram stays representative while the clock
@@ -34,7 +36,13 @@ const TIME_EVERY: u32 = 8;
 
 impl Default for Evaluator {
     fn default() -> Self {
-        Evaluator { ctx: ConvRef::default(), scope: Scope::new(), timing: crate::telemetry::rule_eval(), calls: 0 }
+        Evaluator {
+            ctx: ConvRef::default(),
+            scope: Scope::new(),
+            timing: crate::telemetry::rule_eval(),
+            calls: 0,
+            stack: Stack::default(),
+        }
     }
 }
 
@@ -48,6 +56,17 @@ impl Evaluator {
     pub fn call(&mut self, engine: &Engine, outcome: &Outcome, func: &str, how: Call<'_>) -> Result<(), String> {
         self.calls = self.calls.wrapping_add(1);
         let started = (self.calls % TIME_EVERY == 0).then(std::time::Instant::now);
+        let native = match how {
+            Call::Event => Args::Event,
+            Call::Timer(name) => Args::Timer(name),
+            Call::Idle => Args::Idle,
+        };
+        if outcome.native.call(func, &mut self.ctx.lock(), native, &mut self.stack) {
+            if let Some(t) = started {
+                self.timing.record(t.elapsed().as_secs_f64());
+            }
+            return Ok(());
+        }
         let opts = || CallFnOptions::new().eval_ast(false).rewind_scope(true);
         let c = self.ctx.clone();
         let scope = &mut self.scope;

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod evaluator;
 pub mod fixtures;
+pub mod native;
 pub mod outcome;
 pub mod prices;
 pub mod sandbox;

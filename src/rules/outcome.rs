@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use rhai::{Engine, ImmutableString, AST};
 use sha2::{Digest, Sha256};
 
+use super::native::Native;
 use super::prices::OutcomePrices;
 use crate::kinds::{handler_name, KNOWN};
 use crate::timestamp::{Nanos, Span};
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub on_timer: Option<ImmutableString>,
     pub on_idle: Option<ImmutableString>,
     pub prices: OutcomePrices,
+    /// The handlers compiled to native code (the rest run in Rhai).
+    pub native: Native,
 }
 
 /// An event handler: `on_<type>(c, e)`, or `on_<type>_during_<timer>(c, e)`, which
@@ -157,7 +160,7 @@ impl Outcome {
                 "on_idle(c) and `const IDLE_AFTER = \"...\";` go together: define both or neither".into(),
             ));
         }
-        Ok(Outcome {
+        let mut outcome = Outcome {
             name: name.to_string(),
             path: path.to_path_buf(),
             version: content_version(source),
@@ -169,7 +172,22 @@ impl Outcome {
             on_timer,
             on_idle,
             prices: OutcomePrices::default(),
-        })
+            native: Native::default(),
+        };
+        outcome.native = Native::compile(engine, &outcome.ast, source, outcome.handler_names());
+        Ok(outcome)
+    }
+
+    /// The names of every handler the definition has.
+    pub fn handler_names(&self) -> impl Iterator<Item = &ImmutableString> {
+        self.on_known
+            .iter()
+            .flatten()
+            .chain(self.on_other.values())
+            .chain(self.on_event.as_ref())
+            .map(|h| &h.func)
+            .chain(self.on_timer.as_ref())
+            .chain(self.on_idle.as_ref())
     }
 
     /// The handler an event type dispatches to, if any.
