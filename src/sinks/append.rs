@@ -56,9 +56,9 @@ impl AppendFile {
     }
 
     /// Appends one record as one line; returns the offset where the line starts.
-    pub fn write<T: serde::Serialize>(&mut self, record: &T) -> io::Result<u64> {
+    pub fn write<T: super::JsonLine>(&mut self, record: &T) -> io::Result<u64> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, record).map_err(io::Error::other)?;
+        record.write_json(&mut self.line)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)?;
         let at = self.len;

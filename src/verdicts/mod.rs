@@ -1,6 +1,8 @@
 //! The verdict: one per conversation and outcome, the auditable output of SPEC
 //! section 2, with its deterministic id.
 
+mod json;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
