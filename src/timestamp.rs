@@ -29,8 +29,54 @@ pub enum TimestampError {
 
 /// Parses an RFC 3339 timestamp (`2026-06-12T10:00:00Z`, `2026-06-12T12:00:00.5+02:00`).
 pub fn parse_rfc3339(s: &str) -> Result<Nanos, TimestampError> {
+    if let Some(t) = parse_utc(s.as_bytes()) {
+        return Ok(t);
+    }
     let dt = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| TimestampError::Syntax(e.to_string()))?;
     i64::try_from(dt.unix_timestamp_nanos()).map_err(|_| TimestampError::Range)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, the form nearly every producer writes, read without
+/// the general parser (a quarter of decode time). `None` for anything else, including
+/// every error: the general parser then decides, with its messages.
+fn parse_utc(b: &[u8]) -> Option<Nanos> {
+    let n = b.len();
+    if !(20..=30).contains(&n) || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if b[n - 1] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let frac = match n {
+        20 => 0,
+        22.. if b[19] == b'.' => num(20, n - 1)? * 10i64.pow(30 - n as u32),
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac)
 }
 
 /// Formats as RFC 3339 in UTC with `Z`, keeping only the fraction digits that are needed.
@@ -40,32 +86,48 @@ pub fn format_rfc3339(t: Nanos) -> String {
     out
 }
 
-/// Appends the RFC 3339 form of `t` to `out`.
+/// Appends the RFC 3339 form of `t` to `out`. Written by hand (it runs once per
+/// verdict); the tests hold it to the `time` crate's calendar.
 pub fn write_rfc3339(out: &mut String, t: Nanos) {
-    use std::fmt::Write;
     let secs = t.div_euclid(NANOS_PER_SEC);
     let frac = t.rem_euclid(NANOS_PER_SEC);
-    // Every i64 nanosecond value is a valid OffsetDateTime, so this cannot fail.
-    let dt = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    );
-    if frac != 0 {
-        let mut digits = format!("{frac:09}");
-        while digits.ends_with('0') {
-            digits.pop();
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-        out.push('.');
-        out.push_str(&digits);
-    }
-    out.push('Z');
+    };
+    // i64 nanoseconds span the years 1677 to 2262: always four digits.
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3_600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    let end = if frac == 0 {
+        19
+    } else {
+        put(20, 9, frac);
+        let mut end = 29;
+        while buf[end - 1] == b'0' {
+            end -= 1;
+        }
+        end
+    };
+    buf[end] = b'Z';
+    out.push_str(std::str::from_utf8(&buf[..=end]).unwrap_or_default());
 }
 
 /// The `YYYY-MM` billing period (UTC) an instant falls in.
@@ -145,6 +207,88 @@ impl<'de> Deserialize<'de> for Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The general parser alone, for comparison with the fast path.
+    fn general(s: &str) -> Option<i64> {
+        let dt = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+        i64::try_from(dt.unix_timestamp_nanos()).ok()
+    }
+
+    #[test]
+    fn the_utc_fast_path_agrees_at_calendar_edges() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2000-02-29T12:00:00Z",
+            "2024-02-29T00:00:00.5Z",
+            "2026-12-31T23:59:59.1Z",
+            "1678-01-01T00:00:00Z",
+            "2262-04-11T23:47:16.854775807Z",
+            "2262-04-11T23:47:16.854775808Z",
+            "1900-02-29T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-06-12T24:00:00Z",
+            "2026-06-12T23:60:00Z",
+            "2026-06-12T23:59:60Z",
+            "2026-13-01T00:00:00Z",
+            "2026-00-01T00:00:00Z",
+            "2026-06-00T00:00:00Z",
+            "2026-06-12T10:00:00.Z",
+            "2026-06-12T10:00:00.1234567891Z",
+            "2026-06-12t10:00:00z",
+            "9999-12-31T23:59:59Z",
+        ] {
+            assert_eq!(parse_utc(s.as_bytes()).or_else(|| general(s)), general(s), "{s}");
+            assert_eq!(parse_rfc3339(s).ok(), general(s), "{s}");
+        }
+    }
+
+    /// The formatter as the `time` crate's calendar gives it.
+    fn reference_format(t: i64) -> String {
+        let secs = t.div_euclid(NANOS_PER_SEC);
+        let frac = t.rem_euclid(NANOS_PER_SEC);
+        let dt = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let mut s = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            u8::from(dt.month()),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
+        if frac != 0 {
+            s.push('.');
+            s.push_str(format!("{frac:09}").trim_end_matches('0'));
+        }
+        s.push('Z');
+        s
+    }
+
+    #[test]
+    fn formatting_matches_the_calendar_at_the_edges() {
+        for t in [i64::MIN, i64::MAX, 0, -1, 1, 951_782_400 * NANOS_PER_SEC, 1_709_164_800_500_000_000] {
+            assert_eq!(format_rfc3339(t), reference_format(t), "{t}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_utc_fast_path_agrees_with_the_general_parser(
+            s in r"(1[6-9]|2[0-3]|[0-9]{2})[0-9]{2}-(0[0-9]|1[0-3])-[0-3][0-9][TTTt ][0-2][0-9]:[0-6][0-9]:[0-6][0-9](\.[0-9]{0,11})?[ZZZz]"
+        ) {
+            if let Some(fast) = parse_utc(s.as_bytes()) {
+                proptest::prop_assert_eq!(Some(fast), general(&s), "{}", s);
+            }
+            proptest::prop_assert_eq!(parse_rfc3339(&s).ok(), general(&s), "{}", s);
+        }
+
+        #[test]
+        fn formatting_matches_the_calendar(t in proptest::num::i64::ANY) {
+            proptest::prop_assert_eq!(format_rfc3339(t), reference_format(t));
+        }
+    }
 
     #[test]
     fn parses_and_formats_round_trip() {

@@ -186,8 +186,14 @@ impl<'a> FastFields<'a> {
             if memchr::memmem::find(text.as_bytes(), b"intent").is_some()
                 || memchr::memmem::find(text.as_bytes(), b"cost_usd").is_some()
             {
-                let known: KnownAttrs<'a> = serde_json::from_str(text).ok()?;
-                (intent, cost_usd) = known.read(PLAIN_NAMES).ok()?;
+                let (i, c) = match scan_known(text) {
+                    Some(found) => found,
+                    None => {
+                        let known: KnownAttrs<'a> = serde_json::from_str(text).ok()?;
+                        (known.intent.map(RawValue::get), known.cost_usd.map(RawValue::get))
+                    }
+                };
+                (intent, cost_usd) = read_known(i, c, PLAIN_NAMES).ok()?;
             }
         }
         Some(WireEvent {
@@ -275,19 +281,122 @@ const CLOUD_NAMES: (&str, &str) = ("data.intent", "data.cost_usd");
 
 impl<'a> KnownAttrs<'a> {
     /// `intent` and `cost_usd`, checked; `null` counts as absent.
-    fn read(
-        &self,
-        (intent_name, cost_name): (&str, &str),
-    ) -> Result<(Option<Cow<'a, str>>, Option<Decimal>), DecodeError> {
-        let intent = match non_null(self.intent) {
-            Some(raw) => Some(string_value(raw, intent_name)?),
-            None => None,
+    fn read(&self, names: (&str, &str)) -> Result<(Option<Cow<'a, str>>, Option<Decimal>), DecodeError> {
+        read_known(self.intent.map(RawValue::get), self.cost_usd.map(RawValue::get), names)
+    }
+}
+
+/// Checks `intent` and `cost_usd` given as raw JSON text; `null` counts as absent.
+fn read_known<'a>(
+    intent: Option<&'a str>,
+    cost: Option<&'a str>,
+    (intent_name, cost_name): (&str, &str),
+) -> Result<(Option<Cow<'a, str>>, Option<Decimal>), DecodeError> {
+    let intent = match intent.filter(|t| *t != "null") {
+        Some(text) => Some(string_value(text, intent_name)?),
+        None => None,
+    };
+    let cost = match cost.filter(|t| *t != "null") {
+        Some(text) => Some(parse_cost(text, cost_name)?),
+        None => None,
+    };
+    Ok((intent, cost))
+}
+
+/// The raw values of the top-level `intent` and `cost_usd` of an attributes object that
+/// serde_json has already validated, found without parsing it again. `None` means "ask
+/// serde" (a key with an escape, or a known key given twice, which serde rejects).
+fn scan_known(text: &str) -> Option<(Option<&str>, Option<&str>)> {
+    let b = text.as_bytes();
+    let (mut intent, mut cost, mut tenant) = (None, None, None);
+    let mut i = 1;
+    loop {
+        i = skip_ws(b, i);
+        match *b.get(i)? {
+            b'}' => return Some((intent, cost)),
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return None,
+        }
+        let key_end = i + 1 + memchr::memchr2(b'"', b'\\', &b[i + 1..])?;
+        if b[key_end] == b'\\' {
+            return None;
+        }
+        let key = &text[i + 1..key_end];
+        i = skip_ws(b, key_end + 1);
+        if b.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        let start = i;
+        i = skip_value(b, i)?;
+        let slot = match key {
+            "intent" => &mut intent,
+            "cost_usd" => &mut cost,
+            "tenant" => &mut tenant,
+            _ => continue,
         };
-        let cost = match non_null(self.cost_usd) {
-            Some(raw) => Some(parse_cost(raw, cost_name)?),
-            None => None,
-        };
-        Ok((intent, cost))
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(&text[start..i]);
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the string starting at `b[i]` (a quote).
+fn skip_string(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        let k = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+        if b[k] == b'"' {
+            return Some(k + 1);
+        }
+        j = k + 2;
+    }
+}
+
+/// The end of the (valid) JSON value starting at `b[i]`.
+fn skip_value(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_string(b, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match *b.get(j)? {
+                    b'"' => {
+                        j = skip_string(b, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while b.get(j).is_some_and(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                j += 1;
+            }
+            Some(j)
+        }
     }
 }
 
@@ -339,7 +448,7 @@ impl<'a> Fields<'a> {
 
 fn required_str<'a>(raw: Option<&'a RawValue>, name: &str, max: usize) -> Result<Cow<'a, str>, DecodeError> {
     let raw = raw.ok_or_else(|| DecodeError::invalid(format!("field `{name}` is missing")))?;
-    let s = string_value(raw, name)?;
+    let s = string_value(raw.get(), name)?;
     if s.is_empty() {
         return Err(DecodeError::invalid(format!("field `{name}` is empty")));
     }
@@ -350,8 +459,7 @@ fn required_str<'a>(raw: Option<&'a RawValue>, name: &str, max: usize) -> Result
 }
 
 /// A JSON string's value; borrows when it has no escapes.
-fn string_value<'a>(raw: &'a RawValue, name: &str) -> Result<Cow<'a, str>, DecodeError> {
-    let text = raw.get();
+fn string_value<'a>(text: &'a str, name: &str) -> Result<Cow<'a, str>, DecodeError> {
     let bytes = text.as_bytes();
     if bytes.first() != Some(&b'"') {
         return Err(DecodeError::invalid(format!("field `{name}`: expected a string, got {}", json_kind(text))));
@@ -376,10 +484,9 @@ fn json_kind(text: &str) -> &'static str {
 }
 
 /// `cost_usd`: a non-negative decimal given as a string or a JSON number, parsed exactly.
-fn parse_cost(raw: &RawValue, name: &str) -> Result<Decimal, DecodeError> {
-    let text = raw.get();
+fn parse_cost(text: &str, name: &str) -> Result<Decimal, DecodeError> {
     let digits: Cow<'_, str> = if text.starts_with('"') {
-        string_value(raw, name)?
+        string_value(text, name)?
     } else if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
         Cow::Borrowed(text)
     } else {
@@ -531,6 +638,36 @@ mod tests {
         #[test]
         fn never_panics_on_jsonish(s in r#"\{("[a-z]{1,6}":("[^"]{0,5}"|[0-9.e-]{1,5}|\{\}|null),?){0,8}\}"#) {
             let _ = decode(s.as_bytes());
+        }
+
+        /// The scanner agrees with a full serde parse on any valid attributes object:
+        /// the same raw `intent` and `cost_usd`, and it declines what serde rejects.
+        #[test]
+        fn the_attribute_scanner_agrees_with_serde(
+            pairs in proptest::collection::vec((
+                r#"intent|cost_usd|tenant|model|int\\u0065nt|x"#,
+                r#""[a-z é{}\[\],:]{0,4}"|"a\\"b\\\\"|-?[0-9]{1,3}(\.[0-9]{1,3})?|null|true|\{\}|\[1,\{"intent":"i"\},"\]\}"\]|\{"cost_usd":\[\]\}"#,
+                r#"[ \n]{0,2}"#,
+            ), 0..6),
+        ) {
+            let body: Vec<String> = pairs.iter().map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}")).collect();
+            let text = format!("{{{}}}", body.join(","));
+            // The scanner's input is what serde already validated as an object.
+            proptest::prop_assume!(serde_json::from_str::<&RawValue>(&text).is_ok());
+            let serde = serde_json::from_str::<KnownAttrs<'_>>(&text);
+            match scan_known(&text) {
+                Some((intent, cost)) => {
+                    let known = serde.expect("serde accepts what the scanner reads");
+                    // serde reads `null` as absent; `read_known` does the same with the text.
+                    fn present(v: Option<&str>) -> Option<&str> { v.filter(|t| *t != "null") }
+                    proptest::prop_assert_eq!(present(intent), known.intent.map(RawValue::get), "{}", text);
+                    proptest::prop_assert_eq!(present(cost), known.cost_usd.map(RawValue::get), "{}", text);
+                }
+                None => proptest::prop_assert!(
+                    serde.is_err() || text.contains('\\'),
+                    "declined only for duplicates or escaped keys: {}", text
+                ),
+            }
         }
     }
 }
