@@ -319,8 +319,12 @@ impl Engine {
         open.ids.push(&pe.id);
 
         let (conv_gen, key_hash) = (conv.gen, conv.key_hash);
-        let rules = self.rules.clone();
-        for (i, outcome) in rules.outcomes.iter().enumerate() {
+        let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
+        // First the bookkeeping of every outcome, then the handler calls: outcomes keep
+        // separate state, so the order between them does not matter, and most events
+        // call no handler at all (then the rule set is not even cloned).
+        let mut calls = smallvec::SmallVec::<[usize; 2]>::new();
+        for (i, outcome) in self.rules.outcomes.iter().enumerate() {
             let oid = self.outcome_ids[i];
             let Some(open) = self.convs.get_mut(slot).open.as_mut() else { break };
             let state = open.outcome_mut(oid);
@@ -340,10 +344,20 @@ impl Engine {
                     kind: TimerKind::Idle,
                 });
             }
-            let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
             if let Some(h) = outcome.handler_for(pe.kind, kind_name) {
                 if h.during.as_ref().is_none_or(|t| state.timers.iter().any(|(n, _)| n == t)) {
-                    self.invoke(slot, outcome, oid, &h.func, Call::Event, pe.ts, Some(&mut pe));
+                    calls.push(i);
+                }
+            }
+        }
+        if !calls.is_empty() {
+            let rules = self.rules.clone();
+            let kind_name = pe.kind_name.clone();
+            let kind_name = kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
+            for i in calls {
+                let outcome = &rules.outcomes[i];
+                if let Some(h) = outcome.handler_for(pe.kind, kind_name) {
+                    self.invoke(slot, outcome, self.outcome_ids[i], &h.func, Call::Event, pe.ts, Some(&mut pe));
                 }
             }
         }
@@ -435,7 +449,7 @@ impl Engine {
         func: &ImmutableString,
         how: Call<'_>,
         now: Nanos,
-        event: Option<&mut PendingEvent>,
+        mut event: Option<&mut PendingEvent>,
     ) {
         {
             let (conv, tenant) = self.convs.get_mut_with_tenant(slot);
@@ -467,7 +481,7 @@ impl Engine {
             ctx.event_id.clear();
             ctx.event_kind.clear();
             ctx.event_attrs = None;
-            if let Some(ev) = event {
+            if let Some(ev) = event.as_deref_mut() {
                 ctx.event_id.push_str(&ev.id);
                 ctx.event_kind.push_str(ev.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[ev.kind as usize]));
                 ctx.event_ts = ev.ts;
@@ -479,6 +493,10 @@ impl Engine {
 
         let decision = {
             let mut ctx = self.eval.ctx();
+            // Back to the event: another outcome's handler may read the same attributes.
+            if let Some(ev) = event {
+                ev.attrs = ctx.event_attrs.take();
+            }
             let conv = self.convs.get_mut(slot);
             let (gen, key_hash) = (conv.gen, conv.key_hash);
             let Some(open) = conv.open.as_mut() else { return };
@@ -692,6 +710,27 @@ mod tests {
         }
         assert_eq!(verdicts[0], verdicts[1]);
         assert!(verdicts[0].contains(&"c b".to_string()), "{:?}", verdicts[0]);
+    }
+
+    #[test]
+    fn every_outcome_sees_the_attributes_of_an_event() {
+        let rhai = Arc::new(sandbox::build(&Default::default()));
+        let dir = tempfile::tempdir().unwrap();
+        let rule =
+            r#"fn on_x(c, e) { if e.attr("k") == "v" { c.not_billable("seen") } else { c.not_billable("missing") } }"#;
+        let mut prices = String::new();
+        for name in ["a", "b"] {
+            std::fs::write(dir.path().join(format!("{name}.rhai")), rule).unwrap();
+            prices.push_str(&format!("[{name}]\ncurrency = \"USD\"\ntiers = {{ 1 = \"1.00\" }}\n"));
+        }
+        std::fs::write(dir.path().join("prices.toml"), prices).unwrap();
+        let rules = RuleSet::load(&rhai, dir.path()).unwrap();
+        let mut e = Engine::new(EngineConfig { lateness: Span(0), ..Default::default() }, rhai, Arc::new(rules));
+        let line =
+            r#"{"id":"a","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T00:00:00Z","attrs":{"k":"v"}}"#;
+        e.ingest(&decode(line.as_bytes()).unwrap());
+        let reasons: Vec<_> = e.take_verdicts().map(|v| (v.outcome, v.reason)).collect();
+        assert_eq!(reasons, [("a".to_string(), "seen".to_string()), ("b".to_string(), "seen".to_string())]);
     }
 
     #[test]
