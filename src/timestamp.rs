@@ -47,11 +47,15 @@ fn parse_utc(b: &[u8]) -> Option<Nanos> {
     if b[n - 1] != b'Z' {
         return None;
     }
-    let num = |from: usize, to: usize| -> Option<i64> {
-        b[from..to].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0')))
-    };
-    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    // Every position but the separators must be a digit.
+    let digits_ok = b[..19].iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16) || c.is_ascii_digit());
+    if !digits_ok {
+        return None;
+    }
+    let d = |i: usize| i64::from(b[i] - b'0');
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
     let month_days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -65,7 +69,13 @@ fn parse_utc(b: &[u8]) -> Option<Nanos> {
     }
     let frac = match n {
         20 => 0,
-        22.. if b[19] == b'.' => num(20, n - 1)? * 10i64.pow(30 - n as u32),
+        22.. if b[19] == b'.' => {
+            let frac = &b[20..n - 1];
+            if !frac.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            frac.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')) * 10i64.pow(30 - n as u32)
+        }
         _ => return None,
     };
     // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).

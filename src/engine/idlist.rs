@@ -34,7 +34,7 @@ impl IdList {
     /// The dedupe check on every event: compares bytes, with no UTF-8 check per id (the
     /// ids were whole `&str`s when pushed).
     pub fn contains(&self, id: &str) -> bool {
-        RawIter { rest: &self.buf }.any(|x| x == id.as_bytes())
+        RawIter { rest: &self.buf }.any(|x| same_id(x, id.as_bytes()))
     }
 
     pub fn len(&self) -> usize {
@@ -44,6 +44,24 @@ impl IdList {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
+}
+
+/// Whether two ids are equal, comparing their last 8 bytes first: ids usually share a
+/// prefix (`evt-`, a tenant, a date), and this skips a `memcmp` call for almost every
+/// non-match in the dedupe scans.
+#[inline]
+pub fn same_id(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let tail = |x: &[u8]| <[u8; 8]>::try_from(&x[n - 8..]).map(u64::from_ne_bytes).ok();
+        if tail(a) != tail(b) {
+            return false;
+        }
+    }
+    a == b
 }
 
 /// The entries as byte strings.
@@ -110,6 +128,21 @@ impl<'de> serde::Deserialize<'de> for IdList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_id_compares_whole_ids() {
+        for (a, b, want) in [
+            ("evt-0123456789abcdef", "evt-0123456789abcdef", true),
+            ("evt-0123456789abcdef", "evt-1123456789abcdef", false),
+            ("evt-0123456789abcdef", "evt-0123456789abcdee", false),
+            ("short", "short", true),
+            ("short", "shore", false),
+            ("a", "ab", false),
+            ("12345678", "12345678", true),
+        ] {
+            assert_eq!(same_id(a.as_bytes(), b.as_bytes()), want, "{a} {b}");
+        }
+    }
 
     #[test]
     fn push_iter_contains() {
