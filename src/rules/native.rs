@@ -250,7 +250,8 @@ impl Native {
             let (ops, depth) = cx.cost[id as usize];
             let ops_ok =
                 engine.max_operations() == 0 || ops.saturating_mul(4).saturating_add(64) <= engine.max_operations();
-            let depth_ok = engine.max_call_levels() == 0 || depth + 2 <= engine.max_call_levels();
+            // Zero means "no limit" for operations, but is a real limit for call levels.
+            let depth_ok = depth + 2 <= engine.max_call_levels();
             if ops_ok && depth_ok {
                 out.handlers.push((name.clone(), id));
             }
@@ -277,7 +278,6 @@ impl Native {
     /// `ctx` as it was; the call is Rhai's to make.
     pub fn call(&self, func: &str, ctx: &mut CallCtx, args: Args<'_>, stack: &mut Stack) -> bool {
         let Some(&(_, id)) = self.handlers.iter().find(|(n, _)| n == func) else { return false };
-        let saved = ctx.timers.clone();
         let stack = &mut stack.0;
         stack.clear();
         stack.push(Val::Conv);
@@ -286,12 +286,16 @@ impl Native {
             Args::Timer(name) => stack.push(Val::Str(name.clone())),
             Args::Idle => {}
         }
+        // Rhai counts parameters against the variables limit (where zero is a limit too).
+        if stack.len() + 2 >= self.max_vars {
+            return false;
+        }
+        let saved = (ctx.timers.clone(), ctx.decision.clone());
         let mut run = Run { fns: &self.fns, ctx, stack, max_string: self.max_string, max_vars: self.max_vars };
         match run.call(id) {
             Ok(_) => true,
             Err(Stop::Bail) => {
-                run.ctx.timers = saved;
-                run.ctx.decision = None;
+                (run.ctx.timers, run.ctx.decision) = saved;
                 false
             }
             Err(Stop::Return(_)) => true,
@@ -584,7 +588,7 @@ impl Run<'_> {
                 St::Expr(e) => self.expr(e, base)?,
                 St::Let(e) => {
                     let v = self.expr(e, base)?;
-                    if self.max_vars != 0 && self.stack.len() + 2 >= self.max_vars {
+                    if self.stack.len() + 2 >= self.max_vars {
                         return Err(Stop::Bail);
                     }
                     self.stack.push(v);
@@ -701,7 +705,7 @@ impl Run<'_> {
                 for a in args.iter() {
                     vals.push(self.expr(a, base)?);
                 }
-                if self.max_vars != 0 && self.stack.len() + vals.len() + 2 >= self.max_vars {
+                if self.stack.len() + vals.len() + 2 >= self.max_vars {
                     return Err(Stop::Bail);
                 }
                 self.stack.extend(vals);
@@ -1086,6 +1090,23 @@ mod tests {
         let o = Outcome::compile(&engine, "o", Path::new("o.rhai"), &src).unwrap();
         assert!(!o.native.has("on_conversation_closed"), "its bound exceeds the limit");
         assert!(o.native.has("on_escalated"));
+    }
+
+    #[test]
+    fn zero_call_levels_or_variables_are_limits_not_unlimited() {
+        let src = r#"fn f(c) { c.not_billable("x") } fn on_escalated(c, e) { f(c) } fn on_resolution_confirmed(c, e) { c.not_billable("y") }"#;
+        let limits = sandbox::Limits { max_call_levels: 0, ..Default::default() };
+        let o = Outcome::compile(&sandbox::build(&limits), "o", Path::new("o.rhai"), src).unwrap();
+        assert!(!o.native.has("on_escalated"), "a nested call is over a zero call-level limit in Rhai");
+        for max_variables in [0, 1, 2] {
+            let limits = sandbox::Limits { max_variables, ..Default::default() };
+            let engine = sandbox::build(&limits);
+            let o = Outcome::compile(&engine, "o", Path::new("o.rhai"), src).unwrap();
+            let mut r = Outcome::compile(&engine, "o", Path::new("o.rhai"), src).unwrap();
+            r.native = Native::default();
+            let s = Setup::default();
+            assert!(!agree(&engine, &o, &r, "on_resolution_confirmed", &s, None), "max_variables {max_variables}");
+        }
     }
 
     #[test]
