@@ -96,9 +96,14 @@ pub fn format_rfc3339(t: Nanos) -> String {
     out
 }
 
-/// Appends the RFC 3339 form of `t` to `out`. Written by hand (it runs once per
-/// verdict); the tests hold it to the `time` crate's calendar.
+/// Appends the RFC 3339 form of `t` to `out`.
 pub fn write_rfc3339(out: &mut String, t: Nanos) {
+    out.push_str(rfc3339_str(t, &mut [0; 30]));
+}
+
+/// The RFC 3339 form of `t`, written into `buf`. Written by hand (it runs once per
+/// verdict, with no allocation); the tests hold it to the `time` crate's calendar.
+pub fn rfc3339_str(t: Nanos, buf: &mut [u8; 30]) -> &str {
     let secs = t.div_euclid(NANOS_PER_SEC);
     let frac = t.rem_euclid(NANOS_PER_SEC);
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -112,7 +117,7 @@ pub fn write_rfc3339(out: &mut String, t: Nanos) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+    *buf = *b"0000-00-00T00:00:00.000000000Z";
     let mut put = |at: usize, width: usize, mut v: i64| {
         for i in (at..at + width).rev() {
             buf[i] = b'0' + (v % 10) as u8;
@@ -137,7 +142,7 @@ pub fn write_rfc3339(out: &mut String, t: Nanos) {
         end
     };
     buf[end] = b'Z';
-    out.push_str(std::str::from_utf8(&buf[..=end]).unwrap_or_default());
+    std::str::from_utf8(&buf[..=end]).unwrap_or_default()
 }
 
 /// The `YYYY-MM` billing period (UTC) an instant falls in.

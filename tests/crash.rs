@@ -34,6 +34,20 @@ fn events(dir: &Path, conversations: u32, seed: u64) -> Vec<u8> {
 }
 
 /// Verdicts and dead letters of an uninterrupted replay, as sets of lines.
+/// A generated stream written to `full.ndjson`, with the verdicts and dead letters one
+/// replay of it gives.
+fn replayed_stream(
+    dir: &Path,
+    conversations: u32,
+    seed: u64,
+) -> (Vec<u8>, PathBuf, (BTreeSet<String>, BTreeSet<String>)) {
+    let all = events(dir, conversations, seed);
+    let full = dir.join("full.ndjson");
+    std::fs::write(&full, &all).unwrap();
+    let want = expected(dir, &full);
+    (all, full, want)
+}
+
 fn expected(dir: &Path, input: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let (out, dead) = (dir.join("expected.ndjson"), dir.join("expected-dead.ndjson"));
     let st = Command::new(env!("CARGO_BIN_EXE_verdict"))
@@ -89,10 +103,7 @@ impl Lcg {
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let all = events(tmp.path(), 2500, 11);
-    let full: PathBuf = tmp.path().join("full.ndjson");
-    std::fs::write(&full, &all).unwrap();
-    let (want, want_dead) = expected(tmp.path(), &full);
+    let (all, full, (want, want_dead)) = replayed_stream(tmp.path(), 2500, 11);
     assert!(want.len() > 2000, "{} verdicts", want.len());
 
     let input = tmp.path().join("in.ndjson");
@@ -145,10 +156,7 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
     // platform would; the service is killed at random moments in between. A 200 means
     // durable, so the verdicts must still be exactly those of one replay, each once.
     let tmp = tempfile::tempdir().unwrap();
-    let all = events(tmp.path(), 1500, 12);
-    let full = tmp.path().join("full.ndjson");
-    std::fs::write(&full, &all).unwrap();
-    let (want, _) = expected(tmp.path(), &full);
+    let (all, _, (want, _)) = replayed_stream(tmp.path(), 1500, 12);
     assert!(want.len() > 1000, "{} verdicts", want.len());
 
     // Kills come faster than checkpoints, so most runs die before their first one.
@@ -198,10 +206,7 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let all = events(tmp.path(), 800, 5);
-    let full = tmp.path().join("full.ndjson");
-    std::fs::write(&full, &all).unwrap();
-    let (want, _) = expected(tmp.path(), &full);
+    let (all, _, (want, _)) = replayed_stream(tmp.path(), 800, 5);
 
     let input = tmp.path().join("in.ndjson");
     let half = all[..all.len() / 2].iter().rposition(|&b| b == b'\n').unwrap() + 1;

@@ -186,14 +186,11 @@ impl<'a> FastFields<'a> {
             if memchr::memmem::find(text.as_bytes(), b"intent").is_some()
                 || memchr::memmem::find(text.as_bytes(), b"cost_usd").is_some()
             {
-                let (i, c) = match scan_known(text) {
-                    Some(found) => found,
-                    None => {
-                        let known: KnownAttrs<'a> = serde_json::from_str(text).ok()?;
-                        (known.intent.map(RawValue::get), known.cost_usd.map(RawValue::get))
-                    }
+                let found = match scan_known(text) {
+                    Some((i, c)) => read_known(i, c, PLAIN_NAMES),
+                    None => serde_json::from_str::<KnownAttrs<'a>>(text).ok()?.read(PLAIN_NAMES),
                 };
-                (intent, cost_usd) = read_known(i, c, PLAIN_NAMES).ok()?;
+                (intent, cost_usd) = found.ok()?;
             }
         }
         Some(WireEvent {

@@ -323,7 +323,7 @@ impl Engine {
         // First the bookkeeping of every outcome, then the handler calls: outcomes keep
         // separate state, so the order between them does not matter, and most events
         // call no handler at all (then the rule set is not even cloned).
-        let mut calls = smallvec::SmallVec::<[usize; 2]>::new();
+        let mut calls = smallvec::SmallVec::<[(usize, ImmutableString); 2]>::new();
         for (i, outcome) in self.rules.outcomes.iter().enumerate() {
             let oid = self.outcome_ids[i];
             let Some(open) = self.convs.get_mut(slot).open.as_mut() else { break };
@@ -346,19 +346,14 @@ impl Engine {
             }
             if let Some(h) = outcome.handler_for(pe.kind, kind_name) {
                 if h.during.as_ref().is_none_or(|t| state.timers.iter().any(|(n, _)| n == t)) {
-                    calls.push(i);
+                    calls.push((i, h.func.clone()));
                 }
             }
         }
         if !calls.is_empty() {
             let rules = self.rules.clone();
-            let kind_name = pe.kind_name.clone();
-            let kind_name = kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
-            for i in calls {
-                let outcome = &rules.outcomes[i];
-                if let Some(h) = outcome.handler_for(pe.kind, kind_name) {
-                    self.invoke(slot, outcome, self.outcome_ids[i], &h.func, Call::Event, pe.ts, Some(&mut pe));
-                }
+            for (i, func) in calls {
+                self.invoke(slot, &rules.outcomes[i], self.outcome_ids[i], &func, Call::Event, pe.ts, Some(&mut pe));
             }
         }
         self.close_if_decided(slot, pe.ts);

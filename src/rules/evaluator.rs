@@ -8,7 +8,7 @@ use std::sync::MutexGuard;
 use rhai::{CallFnOptions, Dynamic, Engine, ImmutableString, Scope};
 
 use super::api::{CallCtx, ConvRef, EventRef};
-use super::native::{Args, Stack};
+use super::native::Stack;
 use super::outcome::Outcome;
 
 /// How a handler is invoked.
@@ -56,12 +56,7 @@ impl Evaluator {
     pub fn call(&mut self, engine: &Engine, outcome: &Outcome, func: &str, how: Call<'_>) -> Result<(), String> {
         self.calls = self.calls.wrapping_add(1);
         let started = (self.calls % TIME_EVERY == 0).then(std::time::Instant::now);
-        let native = match how {
-            Call::Event => Args::Event,
-            Call::Timer(name) => Args::Timer(name),
-            Call::Idle => Args::Idle,
-        };
-        if outcome.native.call(func, &mut self.ctx.lock(), native, &mut self.stack) {
+        if outcome.native.call(func, &mut self.ctx.lock(), &how, &mut self.stack) {
             if let Some(t) = started {
                 self.timing.record(t.elapsed().as_secs_f64());
             }

@@ -16,6 +16,7 @@ use rhai::{ASTFlags, Dynamic, Engine, Expr, FnCallExpr, ImmutableString, Stmt, S
 use rust_decimal::Decimal;
 
 use super::api::{checked_span, CallCtx};
+use super::evaluator::Call;
 use crate::timestamp::{NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MILLI, NANOS_PER_SEC};
 
 /// A runtime value of the subset.
@@ -198,7 +199,8 @@ struct Func {
 /// The compiled handlers of one outcome (empty when none is in the subset).
 #[derive(Debug, Default)]
 pub struct Native {
-    fns: Vec<Func>,
+    /// By id; `None` for functions outside the subset (no compiled handler calls them).
+    fns: Vec<Option<Func>>,
     handlers: Vec<(ImmutableString, u16)>,
     max_string: usize,
     max_vars: usize,
@@ -207,16 +209,6 @@ pub struct Native {
 /// Locals of compiled calls, kept by the caller so a call allocates nothing.
 #[derive(Default)]
 pub struct Stack(Vec<Val>);
-
-/// The arguments of a handler call.
-pub enum Args<'a> {
-    /// `(c, e)`
-    Event,
-    /// `(c, name)`
-    Timer(&'a ImmutableString),
-    /// `(c)`
-    Idle,
-}
 
 impl Native {
     /// Compiles every handler of `handlers` that is in the subset; `source` is the text
@@ -256,11 +248,7 @@ impl Native {
                 out.handlers.push((name.clone(), id));
             }
         }
-        out.fns = cx
-            .fns
-            .into_iter()
-            .map(|f| f.unwrap_or(Func { params: 0, body: Block { stmts: Box::new([]), base: 0 } }))
-            .collect();
+        out.fns = cx.fns;
         out
     }
 
@@ -276,15 +264,15 @@ impl Native {
 
     /// Runs compiled handler `func` on `ctx`. `false`: not compiled, or abandoned with
     /// `ctx` as it was; the call is Rhai's to make.
-    pub fn call(&self, func: &str, ctx: &mut CallCtx, args: Args<'_>, stack: &mut Stack) -> bool {
+    pub fn call(&self, func: &str, ctx: &mut CallCtx, how: &Call<'_>, stack: &mut Stack) -> bool {
         let Some(&(_, id)) = self.handlers.iter().find(|(n, _)| n == func) else { return false };
         let stack = &mut stack.0;
         stack.clear();
         stack.push(Val::Conv);
-        match args {
-            Args::Event => stack.push(Val::Event),
-            Args::Timer(name) => stack.push(Val::Str(name.clone())),
-            Args::Idle => {}
+        match how {
+            Call::Event => stack.push(Val::Event),
+            Call::Timer(name) => stack.push(Val::Str((*name).clone())),
+            Call::Idle => {}
         }
         // Rhai counts parameters against the variables limit (where zero is a limit too).
         if stack.len() + 2 >= self.max_vars {
@@ -560,7 +548,7 @@ enum Stop {
 type Walk<T> = Result<T, Stop>;
 
 struct Run<'a> {
-    fns: &'a [Func],
+    fns: &'a [Option<Func>],
     ctx: &'a mut CallCtx,
     /// Locals of every active call; a call's frame starts at its base.
     stack: &'a mut Vec<Val>,
@@ -571,7 +559,7 @@ struct Run<'a> {
 impl Run<'_> {
     fn call(&mut self, id: u16) -> Walk<Val> {
         let fns = self.fns;
-        let func = fns.get(id as usize).ok_or(Stop::Bail)?;
+        let func = fns.get(id as usize).and_then(Option::as_ref).ok_or(Stop::Bail)?;
         let base = self.stack.len().checked_sub(func.params as usize).ok_or(Stop::Bail)?;
         let result = match self.block(&func.body, base) {
             Ok(v) | Err(Stop::Return(v)) => Ok(v),
@@ -794,7 +782,7 @@ mod tests {
 
     use super::*;
     use crate::rules::api::Timers;
-    use crate::rules::evaluator::{Call, Evaluator};
+    use crate::rules::evaluator::Evaluator;
     use crate::rules::{sandbox, Outcome};
 
     const HOUR: INT = NANOS_PER_HOUR;
@@ -861,38 +849,26 @@ mod tests {
         (engine, o)
     }
 
-    fn call_of(args: &Args<'_>) -> Call<'static> {
-        match args {
-            Args::Event => Call::Event,
-            Args::Idle => Call::Idle,
-            Args::Timer(_) => unreachable!("timer calls are built by the caller"),
-        }
-    }
-
     /// Runs `func` natively and in Rhai from the same start. Returns whether the native
     /// walk completed, after checking it agrees with Rhai (or, if abandoned, left the
     /// context as it was).
     fn agree(engine: &Engine, o: &Outcome, rhai_only: &Outcome, func: &str, s: &Setup, timer: Option<&str>) -> bool {
         let name: Option<ImmutableString> = timer.map(Into::into);
-        let args = || match &name {
-            Some(n) => Args::Timer(n),
-            None if func == "on_idle" => Args::Idle,
-            None => Args::Event,
+        let how = || match &name {
+            Some(n) => Call::Timer(n),
+            None if func == "on_idle" => Call::Idle,
+            None => Call::Event,
         };
         let eval = Evaluator::default();
         let (ran, native): (bool, Effects) = {
             let mut ctx = eval.ctx();
             s.fill(&mut ctx);
-            let ran = o.native.call(func, &mut ctx, args(), &mut Stack::default());
+            let ran = o.native.call(func, &mut ctx, &how(), &mut Stack::default());
             (ran, (ctx.decision.clone(), ctx.timers.clone()))
         };
         let mut eval = Evaluator::default();
         s.fill(&mut eval.ctx());
-        let how = match &name {
-            Some(n) => Call::Timer(n),
-            None => call_of(&args()),
-        };
-        let result = eval.call(engine, rhai_only, func, how);
+        let result = eval.call(engine, rhai_only, func, how());
         let ctx = eval.ctx();
         if ran {
             assert!(result.is_ok(), "{func}: native completed, Rhai failed: {result:?}");
@@ -1012,7 +988,7 @@ mod tests {
                     let eval = Evaluator::default();
                     let mut ctx = eval.ctx();
                     s.fill(&mut ctx);
-                    o.native.call("on_escalated", &mut ctx, Args::Event, &mut Stack::default());
+                    o.native.call("on_escalated", &mut ctx, &Call::Event, &mut Stack::default());
                     tiers.insert(ctx.decision.as_ref().and_then(|d| d.tier));
                 }
             }

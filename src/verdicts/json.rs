@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use super::Verdict;
-use crate::timestamp::write_rfc3339;
+use crate::timestamp::rfc3339_str;
 
 /// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -44,9 +44,7 @@ impl Verdict {
         let _ = write!(out, ",\"amount\":\"{}\",\"currency\":", self.amount);
         string(out, &self.currency);
         let _ = write!(out, ",\"cost\":\"{}\",\"decided_at\":\"", self.cost);
-        let mut t = String::with_capacity(32);
-        write_rfc3339(&mut t, self.decided_at);
-        out.extend_from_slice(t.as_bytes());
+        out.extend_from_slice(rfc3339_str(self.decided_at, &mut [0; 30]).as_bytes());
         out.extend_from_slice(b"\",\"rule_version\":");
         string(out, &self.rule_version);
         out.extend_from_slice(b",\"events\":[");
