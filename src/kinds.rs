@@ -24,8 +24,8 @@ pub const OTHER: Kind = u8::MAX;
 /// The slot of a type name, or [`OTHER`].
 #[inline]
 pub fn classify(name: &str) -> Kind {
-    // Compare by length first: cheaper than hashing, and the names differ in length often.
-    KNOWN.iter().position(|k| k.len() == name.len() && *k == name).map_or(OTHER, |i| i as Kind)
+    // Compared inline, lengths first: cheaper than hashing, and the lengths differ often.
+    KNOWN.iter().position(|k| crate::bytes::same(k.as_bytes(), name.as_bytes())).map_or(OTHER, |i| i as Kind)
 }
 
 /// Whether `cost_usd` of this type counts toward a conversation's cost (SPEC section 5).

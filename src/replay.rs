@@ -72,7 +72,7 @@ impl Pipeline {
             }
         };
         let kind = kinds::classify(&ev.kind);
-        match self.engine.ingest(&ev) {
+        match self.engine.ingest_kind(&ev, kind) {
             Ingest::Accepted => Fed::Event(kind, EventResult::Accepted),
             Ingest::Duplicate => Fed::Event(kind, EventResult::Duplicate),
             Ingest::Late { watermark } => {

@@ -41,19 +41,17 @@ pub fn parse_rfc3339(s: &str) -> Result<Nanos, TimestampError> {
 /// every error: the general parser then decides, with its messages.
 fn parse_utc(b: &[u8]) -> Option<Nanos> {
     let n = b.len();
-    if !(20..=30).contains(&n) || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    let head: &[u8; 20] = b.get(..20)?.try_into().ok()?;
+    if n > 30 || b[n - 1] != b'Z' || [head[4], head[7], head[10], head[13], head[16]] != *b"--T::" {
         return None;
     }
-    if b[n - 1] != b'Z' {
+    // Every other position of `YYYY-MM-DDTHH:MM:SS` is a digit: one check for all.
+    let d = |i: usize| head[i].wrapping_sub(b'0');
+    let all = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].map(d);
+    if all.iter().any(|&x| x > 9) {
         return None;
     }
-    // Every position but the separators must be a digit.
-    let digits_ok = b[..19].iter().enumerate().all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16) || c.is_ascii_digit());
-    if !digits_ok {
-        return None;
-    }
-    let d = |i: usize| i64::from(b[i] - b'0');
-    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let two = |i: usize| i64::from(d(i)) * 10 + i64::from(d(i + 1));
     let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
     let (hour, minute, second) = (two(11), two(14), two(17));
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
@@ -69,18 +67,23 @@ fn parse_utc(b: &[u8]) -> Option<Nanos> {
     }
     let frac = match n {
         20 => 0,
-        22.. if b[19] == b'.' => {
-            let frac = &b[20..n - 1];
-            if !frac.iter().all(u8::is_ascii_digit) {
-                return None;
+        22.. if head[19] == b'.' => {
+            let mut frac = 0i64;
+            for &c in &b[20..n - 1] {
+                let x = c.wrapping_sub(b'0');
+                if x > 9 {
+                    return None;
+                }
+                frac = frac * 10 + i64::from(x);
             }
-            frac.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0')) * 10i64.pow(30 - n as u32)
+            frac * POW10[30 - n]
         }
         _ => return None,
     };
-    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm).
+    // Days from 1970-01-01 to the civil date (H. Hinnant's algorithm); `y` is -1 at
+    // the least (year 0, January), so one step down covers the era of negative years.
     let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
+    let era = if y >= 0 { y / 400 } else { -1 };
     let yoe = y - era * 400;
     let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
@@ -88,6 +91,9 @@ fn parse_utc(b: &[u8]) -> Option<Nanos> {
     let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
     secs.checked_mul(NANOS_PER_SEC)?.checked_add(frac)
 }
+
+/// Scale of a fraction of `k` digits to nanoseconds, at `9 - k`.
+const POW10: [i64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
 
 /// Formats as RFC 3339 in UTC with `Z`, keeping only the fraction digits that are needed.
 pub fn format_rfc3339(t: Nanos) -> String {
@@ -253,6 +259,10 @@ mod tests {
             "2026-06-12T10:00:00.1234567891Z",
             "2026-06-12t10:00:00z",
             "9999-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "0000-02-29T23:59:59.5Z",
+            "0000-03-01T00:00:00Z",
+            "0400-02-29T00:00:00Z",
         ] {
             assert_eq!(parse_utc(s.as_bytes()).or_else(|| general(s)), general(s), "{s}");
             assert_eq!(parse_rfc3339(s).ok(), general(s), "{s}");

@@ -12,6 +12,7 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::scan::{scan, Scanned};
 use crate::timestamp::{parse_rfc3339, Nanos};
 
 /// Records over this many bytes are rejected as `too_large`.
@@ -92,7 +93,7 @@ pub fn admit(
 }
 
 /// A validated event, borrowing from the record it was decoded from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct WireEvent<'a> {
     pub id: Cow<'a, str>,
     pub kind: Cow<'a, str>,
@@ -103,8 +104,8 @@ pub struct WireEvent<'a> {
     pub intent: Option<Cow<'a, str>>,
     /// `cost_usd`, exact.
     pub cost_usd: Option<Decimal>,
-    /// The whole attributes object, for rules that read other attributes.
-    pub attrs: Option<&'a RawValue>,
+    /// The JSON text of the attributes object, for rules that read other attributes.
+    pub attrs: Option<&'a str>,
 }
 
 /// Decodes and validates one record (one NDJSON line, without its newline).
@@ -115,19 +116,26 @@ pub fn decode(record: &[u8]) -> Result<WireEvent<'_>, DecodeError> {
             message: format!("record is {} bytes, the limit is {MAX_RECORD_BYTES}", record.len()),
         });
     }
-    let text = std::str::from_utf8(record).map_err(|e| DecodeError::malformed(format!("not valid UTF-8: {e}")))?;
+    // simdutf8 checks a record several times faster than the standard library; on a
+    // failure the standard library says where the bad byte is.
+    let text = simdutf8::basic::from_utf8(record)
+        .or_else(|_| std::str::from_utf8(record))
+        .map_err(|e| DecodeError::malformed(format!("not valid UTF-8: {e}")))?;
     match text.trim_start().as_bytes().first() {
         Some(b'{') => {}
         Some(_) => return Err(DecodeError::malformed("not a JSON object")),
         None => return Err(DecodeError::malformed("empty record")),
     }
-    // Fast path: one derive-based pass. Anything unusual (an error, CloudEvents, an
-    // escape in `ts`) takes the careful path below, which names the field at fault.
-    if let Ok(fast) = serde_json::from_str::<FastFields<'_>>(text) {
-        if let Some(ev) = fast.validate() {
-            return Ok(ev);
-        }
+    // Fast path: one pass over the simple form. Anything else (an escape, CloudEvents,
+    // any error) takes the careful path, which names the field at fault.
+    if let Some(ev) = scan(text).and_then(Scanned::event) {
+        return Ok(ev);
     }
+    careful(text)
+}
+
+/// The careful path: every field taken as raw JSON, then checked on its own.
+fn careful(text: &str) -> Result<WireEvent<'_>, DecodeError> {
     let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -146,58 +154,31 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// The plain form as the common case has it; `None` from [`FastFields::validate`] means
-/// "take the careful path", never "invalid".
-#[derive(Deserialize)]
-struct FastFields<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    tenant: Cow<'a, str>,
-    #[serde(borrow)]
-    conversation: Cow<'a, str>,
-    #[serde(borrow)]
-    ts: Cow<'a, str>,
-    #[serde(borrow, default)]
-    attrs: Option<&'a RawValue>,
-    #[serde(default)]
-    specversion: Option<IgnoredAny>,
-}
-
-impl<'a> FastFields<'a> {
-    fn validate(self) -> Option<WireEvent<'a>> {
+impl<'a> Scanned<'a> {
+    /// The event of a record the scanner read; `None` leaves it to the careful path
+    /// (which then names what is wrong), never "invalid".
+    fn event(self) -> Option<WireEvent<'a>> {
         let in_bounds = |s: &str, max: usize| !s.is_empty() && s.len() <= max;
-        if self.specversion.is_some()
-            || !in_bounds(&self.id, 256)
-            || !in_bounds(&self.kind, 128)
-            || !in_bounds(&self.tenant, 256)
-            || !in_bounds(&self.conversation, 256)
+        if !in_bounds(self.id, 256)
+            || !in_bounds(self.kind, 128)
+            || !in_bounds(self.tenant, 256)
+            || !in_bounds(self.conversation, 256)
+            || !in_bounds(self.ts, 64)
         {
             return None;
         }
-        let ts = parse_rfc3339(&self.ts).ok()?;
-        let attrs = object_or_null(self.attrs).ok()?;
-        let (mut intent, mut cost_usd) = (None, None);
-        if let Some(raw) = attrs {
-            let text = raw.get();
-            // Only attributes that name a field the engine reads need a second look.
-            if memchr::memmem::find(text.as_bytes(), b"intent").is_some()
-                || memchr::memmem::find(text.as_bytes(), b"cost_usd").is_some()
-            {
-                let found = match scan_known(text) {
-                    Some((i, c)) => read_known(i, c, PLAIN_NAMES),
-                    None => serde_json::from_str::<KnownAttrs<'a>>(text).ok()?.read(PLAIN_NAMES),
-                };
-                (intent, cost_usd) = found.ok()?;
-            }
-        }
+        let ts = parse_rfc3339(self.ts).ok()?;
+        let attrs = match self.attrs {
+            None | Some("null") => None,
+            Some(raw) if raw.starts_with('{') => Some(raw),
+            Some(_) => return None,
+        };
+        let (intent, cost_usd) = read_known(self.intent, self.cost_usd, PLAIN_NAMES).ok()?;
         Some(WireEvent {
-            id: self.id,
-            kind: self.kind,
-            tenant: self.tenant,
-            conversation: self.conversation,
+            id: Cow::Borrowed(self.id),
+            kind: Cow::Borrowed(self.kind),
+            tenant: Cow::Borrowed(self.tenant),
+            conversation: Cow::Borrowed(self.conversation),
             ts,
             intent,
             cost_usd,
@@ -300,103 +281,6 @@ fn read_known<'a>(
     Ok((intent, cost))
 }
 
-/// The raw values of the top-level `intent` and `cost_usd` of an attributes object that
-/// serde_json has already validated, found without parsing it again. `None` means "ask
-/// serde" (a key with an escape, or a known key given twice, which serde rejects).
-fn scan_known(text: &str) -> Option<(Option<&str>, Option<&str>)> {
-    let b = text.as_bytes();
-    let (mut intent, mut cost, mut tenant) = (None, None, None);
-    let mut i = 1;
-    loop {
-        i = skip_ws(b, i);
-        match *b.get(i)? {
-            b'}' => return Some((intent, cost)),
-            b',' => {
-                i += 1;
-                continue;
-            }
-            b'"' => {}
-            _ => return None,
-        }
-        let key_end = i + 1 + memchr::memchr2(b'"', b'\\', &b[i + 1..])?;
-        if b[key_end] == b'\\' {
-            return None;
-        }
-        let key = &text[i + 1..key_end];
-        i = skip_ws(b, key_end + 1);
-        if b.get(i) != Some(&b':') {
-            return None;
-        }
-        i = skip_ws(b, i + 1);
-        let start = i;
-        i = skip_value(b, i)?;
-        let slot = match key {
-            "intent" => &mut intent,
-            "cost_usd" => &mut cost,
-            "tenant" => &mut tenant,
-            _ => continue,
-        };
-        if slot.is_some() {
-            return None;
-        }
-        *slot = Some(&text[start..i]);
-    }
-}
-
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while b.get(i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// The end of the string starting at `b[i]` (a quote).
-fn skip_string(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        let k = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
-        if b[k] == b'"' {
-            return Some(k + 1);
-        }
-        j = k + 2;
-    }
-}
-
-/// The end of the (valid) JSON value starting at `b[i]`.
-fn skip_value(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        b'"' => skip_string(b, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            let mut j = i;
-            loop {
-                match *b.get(j)? {
-                    b'"' => {
-                        j = skip_string(b, j)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(j + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                j += 1;
-            }
-        }
-        _ => {
-            let mut j = i;
-            while b.get(j).is_some_and(|c| !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
-                j += 1;
-            }
-            Some(j)
-        }
-    }
-}
-
 fn non_null(raw: Option<&RawValue>) -> Option<&RawValue> {
     raw.filter(|r| r.get() != "null")
 }
@@ -439,7 +323,7 @@ impl<'a> Fields<'a> {
             required_str(self.tenant, "tenant", 256)?
         };
         let (intent, cost_usd) = known.read(if cloud { CLOUD_NAMES } else { PLAIN_NAMES })?;
-        Ok(WireEvent { id, kind, tenant, conversation, ts, intent, cost_usd, attrs })
+        Ok(WireEvent { id, kind, tenant, conversation, ts, intent, cost_usd, attrs: attrs.map(RawValue::get) })
     }
 }
 
@@ -482,6 +366,13 @@ fn json_kind(text: &str) -> &'static str {
 
 /// `cost_usd`: a non-negative decimal given as a string or a JSON number, parsed exactly.
 fn parse_cost(text: &str, name: &str) -> Result<Decimal, DecodeError> {
+    match plain_cost(text) {
+        Some(value) => Ok(value),
+        None => parse_cost_general(text, name),
+    }
+}
+
+fn parse_cost_general(text: &str, name: &str) -> Result<Decimal, DecodeError> {
     let digits: Cow<'_, str> = if text.starts_with('"') {
         string_value(text, name)?
     } else if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9')) {
@@ -504,6 +395,42 @@ fn parse_cost(text: &str, name: &str) -> Result<Decimal, DecodeError> {
     }
     // `-0` and `0.000` are both plain zero.
     Ok(if value.is_zero() { Decimal::ZERO } else { value })
+}
+
+/// The common `"0.003301"` (or the same as a JSON number): at most 18 digits with at
+/// most one point, read straight into a mantissa and scale. `None` for anything else,
+/// which the general parser then reads with its messages.
+fn plain_cost(text: &str) -> Option<Decimal> {
+    let b = text.as_bytes();
+    let digits = match b {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => b,
+    };
+    // 18 digits always fit the mantissa.
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let (mut mantissa, mut scale, mut point, mut count) = (0i64, 0u32, false, 0);
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + i64::from(c - b'0');
+                scale += u32::from(point);
+                count += 1;
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    // "1." and ".5" are left to the general parser.
+    if count == 0 || digits[0] == b'.' || digits[digits.len() - 1] == b'.' {
+        return None;
+    }
+    let value = Decimal::try_new(mantissa, scale).ok()?;
+    if value > MAX_COST_USD {
+        return None;
+    }
+    Some(if value.is_zero() { Decimal::ZERO } else { value })
 }
 
 #[cfg(test)]
@@ -529,7 +456,7 @@ mod tests {
         assert_eq!(e.conversation, "c1");
         assert_eq!(e.cost_usd, Some(Decimal::from_str("0.0123").unwrap()));
         assert!(matches!(e.id, Cow::Borrowed(_)));
-        assert!(e.attrs.unwrap().get().contains("model"));
+        assert!(e.attrs.unwrap().contains("model"));
     }
 
     #[test]
@@ -628,6 +555,16 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The plain-cost fast path reads exactly what the general parser reads,
+        /// scale included (it shows in the verdict).
+        #[test]
+        fn plain_costs_read_as_the_general_parser_reads(text in r#""?[0-9]{0,12}(\.[0-9]{0,10})?"?|[0-9.]{1,22}"#) {
+            if let Some(fast) = plain_cost(&text) {
+                let general = parse_cost_general(&text, "cost_usd").expect("the general parser accepts it");
+                proptest::prop_assert_eq!(fast.to_string(), general.to_string(), "{}", text);
+            }
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let _ = decode(&bytes);
@@ -637,34 +574,52 @@ mod tests {
             let _ = decode(s.as_bytes());
         }
 
-        /// The scanner agrees with a full serde parse on any valid attributes object:
-        /// the same raw `intent` and `cost_usd`, and it declines what serde rejects.
+        /// Whatever the one-pass scanner accepts, the careful path accepts as the same
+        /// event: the scanner only ever declines more.
         #[test]
-        fn the_attribute_scanner_agrees_with_serde(
-            pairs in proptest::collection::vec((
-                r#"intent|cost_usd|tenant|model|int\\u0065nt|x"#,
-                r#""[a-z é{}\[\],:]{0,4}"|"a\\"b\\\\"|-?[0-9]{1,3}(\.[0-9]{1,3})?|null|true|\{\}|\[1,\{"intent":"i"\},"\]\}"\]|\{"cost_usd":\[\]\}"#,
-                r#"[ \n]{0,2}"#,
-            ), 0..6),
+        fn the_scanner_agrees_with_the_careful_path(
+            extra in proptest::collection::vec((KEY, VALUE), 0..4),
+            attrs in proptest::collection::vec((ATTR_KEY, VALUE), 0..5),
+            required in proptest::collection::vec(STRING, 5),
+            ws in "[ \t\n]{0,2}",
+            drop in proptest::option::of(0usize..10),
+            swap in (0usize..10, 0usize..10),
+            cut in proptest::option::of((0usize..400, proptest::sample::select(vec!["", "\\", "\"", "}", ",", "\u{1}", "é"]))),
         ) {
-            let body: Vec<String> = pairs.iter().map(|(k, v, ws)| format!("{ws}\"{k}\"{ws}:{ws}{v}{ws}")).collect();
-            let text = format!("{{{}}}", body.join(","));
-            // The scanner's input is what serde already validated as an object.
-            proptest::prop_assume!(serde_json::from_str::<&RawValue>(&text).is_ok());
-            let serde = serde_json::from_str::<KnownAttrs<'_>>(&text);
-            match scan_known(&text) {
-                Some((intent, cost)) => {
-                    let known = serde.expect("serde accepts what the scanner reads");
-                    // serde reads `null` as absent; `read_known` does the same with the text.
-                    fn present(v: Option<&str>) -> Option<&str> { v.filter(|t| *t != "null") }
-                    proptest::prop_assert_eq!(present(intent), known.intent.map(RawValue::get), "{}", text);
-                    proptest::prop_assert_eq!(present(cost), known.cost_usd.map(RawValue::get), "{}", text);
+            let names = ["id", "type", "tenant", "conversation", "ts"];
+            let mut pairs: Vec<(String, String)> =
+                names.iter().zip(&required).map(|(k, v)| (format!("\"{k}\""), v.clone())).collect();
+            let body: Vec<String> = attrs.iter().map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}")).collect();
+            pairs.push(("\"attrs\"".into(), format!("{{{}}}", body.join(","))));
+            pairs.extend(extra.iter().map(|(k, v)| (format!("\"{k}\""), v.clone())));
+            // Fields drop out or change places.
+            if let Some(i) = drop.filter(|&i| i < pairs.len()) {
+                pairs.remove(i);
+            }
+            if swap.0 < pairs.len() && swap.1 < pairs.len() {
+                pairs.swap(swap.0, swap.1);
+            }
+            let members: Vec<String> = pairs.iter().map(|(k, v)| format!("{ws}{k}{ws}:{ws}{v}{ws}")).collect();
+            let mut text = format!("{ws}{{{}}}{ws}", members.join(","));
+            if let Some((at, with)) = cut {
+                let mut at = at.min(text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
                 }
-                None => proptest::prop_assert!(
-                    serde.is_err() || text.contains('\\'),
-                    "declined only for duplicates or escaped keys: {}", text
-                ),
+                // One character (or none, at the end) replaced: a break in the syntax.
+                let end = text[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+                text.replace_range(at..end, with);
+            }
+            if let Some(fast) = scan(&text).and_then(Scanned::event) {
+                let slow = careful(&text);
+                proptest::prop_assert_eq!(slow.as_ref(), Ok(&fast), "{}", text);
             }
         }
     }
+
+    const STRING: &str =
+        r#""2026-06-12T10:00:0[0-9](\.[0-9]{1,3})?Z"|"[a-z]{1,6}"|"a\\u0062"|"x\\"y"|"é"|""|[0-9]|null"#;
+    const KEY: &str = r#"id|type|attrs|time|subject|data|specversion|other|i\\u0064|x"#;
+    const ATTR_KEY: &str = r#"intent|cost_usd|tenant|model|int\\u0065nt|x"#;
+    const VALUE: &str = r#""[a-z é{}\[\],:]{0,4}"|"0\.0[0-9]{1,3}"|"a\\"b"|-?[0-9]{1,3}(\.[0-9]{1,3})?([eE][+-]?[0-9])?|0[0-9]|1\.|null|true|false|nul|\{\}|\[\]|\[1,\{"intent":"i"\},"\]\}"\]|\{"a":\[\{"b":\[\]\}\]\}"#;
 }

@@ -2,6 +2,7 @@
 
 pub mod deadletter;
 pub mod event;
+pub mod scan;
 
 pub use deadletter::DeadLetter;
 pub use event::{admit, decode, DecodeError, RejectReason, WireEvent, MAX_RECORD_BYTES};

@@ -137,9 +137,15 @@ impl Engine {
     /// Swaps in a new rule set. State and timers stay; each outcome keeps its state by name.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.outcome_ids = rules.outcomes.iter().map(|o| self.outcome_id(&o.name)).collect();
-        self.wants_attrs =
-            std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
-        self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
+        // Attributes are kept for the handlers that run in Rhai: a compiled handler cannot
+        // read them (`attr` and `attrs` are outside the compiled subset), not even when
+        // Rhai reruns it, since it is the same script.
+        let reads_attrs = |o: &Outcome, h: &crate::rules::Handler| !o.native.has(&h.func);
+        self.wants_attrs = std::array::from_fn(|k| {
+            rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some_and(|h| reads_attrs(o, h)))
+        });
+        self.wants_attrs_other =
+            rules.outcomes.iter().any(|o| o.on_event.iter().chain(o.on_other.values()).any(|h| reads_attrs(o, h)));
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
         self.rules = rules;
     }
@@ -173,6 +179,11 @@ impl Engine {
 
     /// Accepts one decoded event and applies whatever the watermark now allows.
     pub fn ingest(&mut self, ev: &WireEvent<'_>) -> Ingest {
+        self.ingest_kind(ev, kinds::classify(&ev.kind))
+    }
+
+    /// [`Self::ingest`] for a caller that has classified the type already.
+    pub fn ingest_kind(&mut self, ev: &WireEvent<'_>, kind: Kind) -> Ingest {
         if self.wm.is_late(ev.ts) {
             self.stats.late += 1;
             let watermark = self.wm.current();
@@ -193,7 +204,6 @@ impl Engine {
             self.stats.duplicates += 1;
             return Ingest::Duplicate;
         }
-        let kind = kinds::classify(&ev.kind);
         let wants_attrs = if kind == kinds::OTHER { self.wants_attrs_other } else { self.wants_attrs[kind as usize] };
         let pe = PendingEvent {
             slot,
@@ -204,7 +214,7 @@ impl Engine {
             id: ev.id.as_ref().into(),
             cost: if kinds::carries_cost(kind) { ev.cost_usd } else { None },
             intent: if kind == kinds::CONVERSATION_STARTED { ev.intent.as_deref().map(Into::into) } else { None },
-            attrs: if wants_attrs { ev.attrs.map(|a| a.get().into()) } else { None },
+            attrs: if wants_attrs { ev.attrs.map(Into::into) } else { None },
         };
         self.seq += 1;
         self.pending.push(conv, pe);
@@ -250,8 +260,8 @@ impl Engine {
         let wm = self.wm.current();
         loop {
             let next_event = self.pending.peek().map(|(ts, _)| ts);
-            match self.timers.peek_deadline() {
-                Some(d) if d <= wm && next_event.is_none_or(|ts| d <= ts) => {
+            match self.timers.peek_due(wm) {
+                Some(d) if next_event.is_none_or(|ts| d <= ts) => {
                     if let Some(t) = self.timers.pop() {
                         self.fire(t);
                     }
@@ -537,6 +547,10 @@ impl Engine {
         state.decided = true;
         state.timers.clear();
         state.vars = None;
+        // The last decision closes the conversation, which then needs its ids no more:
+        // the verdict takes them instead of a copy.
+        let last = self.outcome_ids.iter().all(|&id| open.outcome(id).is_some_and(|s| s.decided));
+        let events = if last { std::mem::take(&mut open.ids) } else { open.ids.clone() };
 
         let priced = d.and_then(|d| match (d.billable, d.tier) {
             (true, Some(tier)) => match outcome.prices.price(&tenant, tier) {
@@ -571,7 +585,7 @@ impl Engine {
             cost: open.cost,
             decided_at: now,
             rule_version: outcome.version.clone(),
-            events: crate::verdicts::EventIds(open.ids.clone()),
+            events: crate::verdicts::EventIds(events),
             error,
         });
     }
@@ -726,6 +740,15 @@ mod tests {
         e.ingest(&decode(line.as_bytes()).unwrap());
         let reasons: Vec<_> = e.take_verdicts().map(|v| (v.outcome, v.reason)).collect();
         assert_eq!(reasons, [("a".to_string(), "seen".to_string()), ("b".to_string(), "seen".to_string())]);
+    }
+
+    #[test]
+    fn attributes_are_kept_only_for_handlers_run_in_rhai() {
+        let compiled = engine_with(r#"fn on_x(c, e) { c.not_billable("x") }"#);
+        assert!(!compiled.wants_attrs_other && compiled.wants_attrs.iter().all(|w| !w));
+        let reads = engine_with(r#"fn on_escalated(c, e) { if e.attr("k") == 1 { c.not_billable("x") } }"#);
+        assert!(reads.wants_attrs[kinds::classify("escalated") as usize]);
+        assert!(!reads.wants_attrs_other);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Reorder {
         let mut cur = conv.pending_head;
         while cur != NIL {
             let Some(e) = self.entries[cur as usize].as_ref() else { return false };
-            if super::idlist::same_id(e.ev.id.as_bytes(), id.as_bytes()) {
+            if crate::bytes::same(e.ev.id.as_bytes(), id.as_bytes()) {
                 return true;
             }
             cur = e.next;

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use smallvec::SmallVec;
 
 use super::idlist::IdList;
+use crate::bytes::same;
 use crate::kinds::KNOWN;
 use crate::rules::api::Timers;
 use crate::timestamp::Nanos;
@@ -26,7 +27,9 @@ pub struct Conv {
     pub tenant: u32,
     /// A hash of the key with a fixed seed: a tie-break that is the same in every run.
     pub key_hash: u64,
-    pub conversation: Box<str>,
+    /// Inline up to 24 bytes (typical ids): the lookup of every event compares it, and
+    /// a separate allocation would be one more cache miss there.
+    pub conversation: compact_str::CompactString,
     pub last_ts: Nanos,
     /// Events that arrived after the conversation was decided.
     pub ignored: u32,
@@ -131,7 +134,8 @@ impl ConvTable {
         let (slots, tenants) = (&self.slots, &self.tenants);
         let eq = |&s: &u32| {
             let c = &slots[s as usize];
-            &*c.conversation == conversation && &*tenants[c.tenant as usize] == tenant
+            same(c.conversation.as_bytes(), conversation.as_bytes())
+                && same(tenants[c.tenant as usize].as_bytes(), tenant.as_bytes())
         };
         let hasher = |&s: &u32| {
             let c = &slots[s as usize];
@@ -184,7 +188,8 @@ impl ConvTable {
         self.index
             .find(hash, |&s| {
                 let c = &self.slots[s as usize];
-                &*c.conversation == conversation && &*self.tenants[c.tenant as usize] == tenant
+                same(c.conversation.as_bytes(), conversation.as_bytes())
+                    && same(self.tenants[c.tenant as usize].as_bytes(), tenant.as_bytes())
             })
             .copied()
     }
@@ -202,7 +207,7 @@ impl ConvTable {
         let c = &mut self.slots[slot as usize];
         c.live = false;
         c.open = None;
-        c.conversation = Box::from("");
+        c.conversation = compact_str::CompactString::default();
         self.free.push(slot);
         self.live -= 1;
     }

@@ -9,15 +9,47 @@ use crate::timestamp::rfc3339_str;
 
 /// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
 fn string(out: &mut Vec<u8>, s: &str) {
+    text(out, s.as_bytes());
+}
+
+/// [`string`] for text held as bytes (the id list's entries, whole UTF-8 when pushed),
+/// so writing them needs no UTF-8 check.
+fn text(out: &mut Vec<u8>, s: &[u8]) {
     // No early exit, so the check vectorises; the strings are short.
-    if s.bytes().fold(false, |esc, b| esc | (b < 0x20) | (b == b'"') | (b == b'\\')) {
+    if s.iter().fold(false, |esc, &b| esc | (b < 0x20) | (b == b'"') | (b == b'\\')) {
         // Rare (ids are free text): the serializer's escaping, so both agree.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(s));
     } else {
         out.reserve(s.len() + 2);
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
         out.push(b'"');
+    }
+}
+
+/// Appends `d` as its `Display` writes it (digits, the point at the scale), without the
+/// formatting machinery; negative values (never money here) take `Display` itself.
+fn decimal(out: &mut Vec<u8>, d: rust_decimal::Decimal) {
+    if d.is_sign_negative() {
+        let _ = write!(out, "{d}");
+        return;
+    }
+    let mut buf = itoa::Buffer::new();
+    let digits = buf.format(d.mantissa().unsigned_abs()).as_bytes();
+    let scale = d.scale() as usize;
+    match digits.len().checked_sub(scale) {
+        Some(0) | None => {
+            out.extend_from_slice(b"0.");
+            out.resize(out.len() + scale - digits.len(), b'0');
+            out.extend_from_slice(digits);
+        }
+        Some(whole) => {
+            out.extend_from_slice(&digits[..whole]);
+            if scale > 0 {
+                out.push(b'.');
+                out.extend_from_slice(&digits[whole..]);
+            }
+        }
     }
 }
 
@@ -41,18 +73,22 @@ impl Verdict {
             None => out.extend_from_slice(b"null"),
         }
         // Decimals print digits, '.' and '-' only: nothing to escape.
-        let _ = write!(out, ",\"amount\":\"{}\",\"currency\":", self.amount);
+        out.extend_from_slice(b",\"amount\":\"");
+        decimal(out, self.amount);
+        out.extend_from_slice(b"\",\"currency\":");
         string(out, &self.currency);
-        let _ = write!(out, ",\"cost\":\"{}\",\"decided_at\":\"", self.cost);
+        out.extend_from_slice(b",\"cost\":\"");
+        decimal(out, self.cost);
+        out.extend_from_slice(b"\",\"decided_at\":\"");
         out.extend_from_slice(rfc3339_str(self.decided_at, &mut [0; 30]).as_bytes());
         out.extend_from_slice(b"\",\"rule_version\":");
         string(out, &self.rule_version);
         out.extend_from_slice(b",\"events\":[");
-        for (i, id) in self.events.iter().enumerate() {
+        for (i, id) in self.events.0.iter_bytes().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            string(out, id);
+            text(out, id);
         }
         out.push(b']');
         if let Some(e) = &self.error {
@@ -97,6 +133,18 @@ mod tests {
     }
 
     #[test]
+    fn decimals_at_the_edges() {
+        for d in [Decimal::new(5, 3), Decimal::new(0, 2), Decimal::ZERO, Decimal::new(123, 0), Decimal::new(1, 28)]
+            .into_iter()
+            .chain([Decimal::new(123, 3), Decimal::MAX, Decimal::new(-5, 1), Decimal::new(-0, 2)])
+        {
+            let mut out = Vec::new();
+            decimal(&mut out, d);
+            assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
+        }
+    }
+
+    #[test]
     fn plain_and_escaped_fields_match_serde() {
         for text in ["plain", "quote\" and \\ back", "tab\tnew\nline\u{1}", "üñï €", ""] {
             let v =
@@ -108,6 +156,14 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn decimals_are_written_as_display_writes_them(lo in any::<u64>(), hi in any::<u32>(), negative in any::<bool>(), scale in 0u32..=28) {
+            let d = Decimal::from_parts(lo as u32, (lo >> 32) as u32, hi >> (hi % 33).min(31), negative, scale);
+            let mut out = Vec::new();
+            decimal(&mut out, d);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
+        }
+
         #[test]
         fn any_verdict_matches_serde(
             text in any::<String>(),
