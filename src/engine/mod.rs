@@ -137,15 +137,12 @@ impl Engine {
     /// Swaps in a new rule set. State and timers stay; each outcome keeps its state by name.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.outcome_ids = rules.outcomes.iter().map(|o| self.outcome_id(&o.name)).collect();
-        // Attributes are kept for the handlers that run in Rhai: a compiled handler cannot
-        // read them (`attr` and `attrs` are outside the compiled subset), not even when
-        // Rhai reruns it, since it is the same script.
-        let reads_attrs = |o: &Outcome, h: &crate::rules::Handler| !o.native.has(&h.func);
-        self.wants_attrs = std::array::from_fn(|k| {
-            rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some_and(|h| reads_attrs(o, h)))
-        });
-        self.wants_attrs_other =
-            rules.outcomes.iter().any(|o| o.on_event.iter().chain(o.on_other.values()).any(|h| reads_attrs(o, h)));
+        // Attributes are kept for every type a handler subscribes to, compiled or not:
+        // a compiled handler cannot read them, but the event waits for the watermark, and
+        // a reload (or a restart on edited rules) may bring a handler that does.
+        self.wants_attrs =
+            std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
+        self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
         self.rules = rules;
     }
@@ -743,12 +740,20 @@ mod tests {
     }
 
     #[test]
-    fn attributes_are_kept_only_for_handlers_run_in_rhai() {
-        let compiled = engine_with(r#"fn on_x(c, e) { c.not_billable("x") }"#);
-        assert!(!compiled.wants_attrs_other && compiled.wants_attrs.iter().all(|w| !w));
-        let reads = engine_with(r#"fn on_escalated(c, e) { if e.attr("k") == 1 { c.not_billable("x") } }"#);
-        assert!(reads.wants_attrs[kinds::classify("escalated") as usize]);
-        assert!(!reads.wants_attrs_other);
+    fn a_reloaded_handler_sees_the_attributes_of_events_still_waiting() {
+        let mut e = engine_with(r#"fn on_x(c, e) { c.start_timer("t", c.now + 1000) }"#);
+        e.cfg.lateness = Span::from_secs(5);
+        e.wm = Watermark::new(Span::from_secs(5).0);
+        let line =
+            r#"{"id":"a","type":"x","tenant":"t","conversation":"c","ts":"2026-06-12T00:00:00Z","attrs":{"k":"v"}}"#;
+        assert_eq!(e.ingest(&decode(line.as_bytes()).unwrap()), Ingest::Accepted);
+        let reading = engine_with(
+            r#"fn on_x(c, e) { if e.attr("k") == "v" { c.not_billable("seen") } else { c.not_billable("missing") } }"#,
+        );
+        e.set_rules(reading.rules().clone());
+        e.finish();
+        let reasons: Vec<_> = e.take_verdicts().map(|v| v.reason).collect();
+        assert_eq!(reasons, ["seen"]);
     }
 
     #[test]

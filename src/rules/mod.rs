@@ -13,7 +13,7 @@ pub mod sandbox;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use outcome::{Handler, Outcome, Problem};
+pub use outcome::{Outcome, Problem};
 pub use prices::PriceBook;
 pub use sandbox::Limits;
 
