@@ -15,6 +15,11 @@ use serde_json::value::RawValue;
 use super::scan::{scan, Scanned};
 use crate::timestamp::{parse_rfc3339, Nanos};
 
+/// Longest id, conversation and tenant; longest type; longest timestamp text.
+const MAX_KEY_BYTES: usize = 256;
+const MAX_TYPE_BYTES: usize = 128;
+const MAX_TS_BYTES: usize = 64;
+
 /// Records over this many bytes are rejected as `too_large`.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// The largest `cost_usd` accepted, so sums can never overflow a decimal.
@@ -121,11 +126,6 @@ pub fn decode(record: &[u8]) -> Result<WireEvent<'_>, DecodeError> {
     let text = simdutf8::basic::from_utf8(record)
         .or_else(|_| std::str::from_utf8(record))
         .map_err(|e| DecodeError::malformed(format!("not valid UTF-8: {e}")))?;
-    match text.trim_start().as_bytes().first() {
-        Some(b'{') => {}
-        Some(_) => return Err(DecodeError::malformed("not a JSON object")),
-        None => return Err(DecodeError::malformed("empty record")),
-    }
     // Fast path: one pass over the simple form. Anything else (an escape, CloudEvents,
     // any error) takes the careful path, which names the field at fault.
     if let Some(ev) = scan(text).and_then(Scanned::event) {
@@ -136,6 +136,11 @@ pub fn decode(record: &[u8]) -> Result<WireEvent<'_>, DecodeError> {
 
 /// The careful path: every field taken as raw JSON, then checked on its own.
 fn careful(text: &str) -> Result<WireEvent<'_>, DecodeError> {
+    match text.trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(_) => return Err(DecodeError::malformed("not a JSON object")),
+        None => return Err(DecodeError::malformed("empty record")),
+    }
     let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
@@ -159,20 +164,16 @@ impl<'a> Scanned<'a> {
     /// (which then names what is wrong), never "invalid".
     fn event(self) -> Option<WireEvent<'a>> {
         let in_bounds = |s: &str, max: usize| !s.is_empty() && s.len() <= max;
-        if !in_bounds(self.id, 256)
-            || !in_bounds(self.kind, 128)
-            || !in_bounds(self.tenant, 256)
-            || !in_bounds(self.conversation, 256)
-            || !in_bounds(self.ts, 64)
+        if !in_bounds(self.id, MAX_KEY_BYTES)
+            || !in_bounds(self.kind, MAX_TYPE_BYTES)
+            || !in_bounds(self.tenant, MAX_KEY_BYTES)
+            || !in_bounds(self.conversation, MAX_KEY_BYTES)
+            || !in_bounds(self.ts, MAX_TS_BYTES)
         {
             return None;
         }
         let ts = parse_rfc3339(self.ts).ok()?;
-        let attrs = match self.attrs {
-            None | Some("null") => None,
-            Some(raw) if raw.starts_with('{') => Some(raw),
-            Some(_) => return None,
-        };
+        let attrs = object_or_null(self.attrs).ok()?;
         let (intent, cost_usd) = read_known(self.intent, self.cost_usd, PLAIN_NAMES).ok()?;
         Some(WireEvent {
             id: Cow::Borrowed(self.id),
@@ -281,16 +282,13 @@ fn read_known<'a>(
     Ok((intent, cost))
 }
 
-fn non_null(raw: Option<&RawValue>) -> Option<&RawValue> {
-    raw.filter(|r| r.get() != "null")
-}
-
-/// The attributes object: absent and `null` are both `None`; any other JSON type is an error.
-fn object_or_null(raw: Option<&RawValue>) -> Result<Option<&RawValue>, ()> {
-    match non_null(raw) {
-        Some(r) if r.get().starts_with('{') => Ok(Some(r)),
+/// The attributes object's JSON text: absent and `null` are both `None`; any other JSON
+/// type is an error.
+fn object_or_null(raw: Option<&str>) -> Result<Option<&str>, ()> {
+    match raw {
+        None | Some("null") => Ok(None),
+        Some(r) if r.starts_with('{') => Ok(Some(r)),
         Some(_) => Err(()),
-        None => Ok(None),
     }
 }
 
@@ -302,28 +300,28 @@ impl<'a> Fields<'a> {
         let (ts_raw, conv_raw, attrs_raw) =
             if cloud { (self.time, self.subject, self.data) } else { (self.ts, self.conversation, self.attrs) };
 
-        let id = required_str(self.id, "id", 256)?;
-        let kind = required_str(self.kind, "type", 128)?;
-        let conversation = required_str(conv_raw, conv_name, 256)?;
-        let ts_text = required_str(ts_raw, ts_name, 64)?;
+        let id = required_str(self.id, "id", MAX_KEY_BYTES)?;
+        let kind = required_str(self.kind, "type", MAX_TYPE_BYTES)?;
+        let conversation = required_str(conv_raw, conv_name, MAX_KEY_BYTES)?;
+        let ts_text = required_str(ts_raw, ts_name, MAX_TS_BYTES)?;
         let ts = parse_rfc3339(&ts_text).map_err(|e| DecodeError::invalid(format!("field `{ts_name}`: {e}")))?;
 
-        let attrs = object_or_null(attrs_raw)
+        let attrs = object_or_null(attrs_raw.map(RawValue::get))
             .map_err(|()| DecodeError::invalid(format!("field `{attrs_name}`: expected an object")))?;
         let known = match attrs {
-            Some(raw) => serde_json::from_str::<KnownAttrs<'a>>(raw.get())
+            Some(raw) => serde_json::from_str::<KnownAttrs<'a>>(raw)
                 .map_err(|e| DecodeError::invalid(format!("field `{attrs_name}`: {}", strip_position(&e))))?,
             None => KnownAttrs { intent: None, cost_usd: None, tenant: None },
         };
 
         let tenant = if cloud {
             let field = "data.tenant";
-            required_str(known.tenant, field, 256)?
+            required_str(known.tenant, field, MAX_KEY_BYTES)?
         } else {
-            required_str(self.tenant, "tenant", 256)?
+            required_str(self.tenant, "tenant", MAX_KEY_BYTES)?
         };
         let (intent, cost_usd) = known.read(if cloud { CLOUD_NAMES } else { PLAIN_NAMES })?;
-        Ok(WireEvent { id, kind, tenant, conversation, ts, intent, cost_usd, attrs: attrs.map(RawValue::get) })
+        Ok(WireEvent { id, kind, tenant, conversation, ts, intent, cost_usd, attrs })
     }
 }
 

@@ -546,7 +546,7 @@ impl Engine {
         state.vars = None;
         // The last decision closes the conversation, which then needs its ids no more:
         // the verdict takes them instead of a copy.
-        let last = self.outcome_ids.iter().all(|&id| open.outcome(id).is_some_and(|s| s.decided));
+        let last = open.all_decided(&self.outcome_ids);
         let events = if last { std::mem::take(&mut open.ids) } else { open.ids.clone() };
 
         let priced = d.and_then(|d| match (d.billable, d.tier) {
@@ -592,8 +592,7 @@ impl Engine {
     fn close_if_decided(&mut self, slot: u32, now: Nanos) {
         let conv = self.convs.get_mut(slot);
         let Some(open) = conv.open.as_ref() else { return };
-        let all = self.outcome_ids.iter().all(|&id| open.outcome(id).is_some_and(|s| s.decided));
-        if !all {
+        if !open.all_decided(&self.outcome_ids) {
             return;
         }
         conv.open = None;

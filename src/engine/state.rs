@@ -88,6 +88,11 @@ impl OpenState {
     pub fn outcome(&self, outcome: u16) -> Option<&OutcomeState> {
         self.outcomes.iter().find(|o| o.outcome == outcome)
     }
+
+    /// Whether every one of these outcomes has decided.
+    pub fn all_decided(&self, outcomes: &[u16]) -> bool {
+        outcomes.iter().all(|&id| self.outcome(id).is_some_and(|s| s.decided))
+    }
 }
 
 /// The conversation table.

@@ -67,7 +67,6 @@ pub struct TimerQueue {
     far_order: BinaryHeap<Reverse<i64>>,
     /// The end of the last bucket moved into `near`.
     horizon: Nanos,
-    len: usize,
 }
 
 impl Default for TimerQueue {
@@ -77,14 +76,12 @@ impl Default for TimerQueue {
             far: Default::default(),
             far_order: BinaryHeap::new(),
             horizon: Nanos::MIN,
-            len: 0,
         }
     }
 }
 
 impl TimerQueue {
     pub fn push(&mut self, e: TimerEntry) {
-        self.len += 1;
         if e.deadline < self.horizon {
             self.near.push(Reverse(e));
             return;
@@ -116,18 +113,16 @@ impl TimerQueue {
 
     /// Takes the earliest entry of the heap (after [`Self::peek_due`] said it is due).
     pub fn pop(&mut self) -> Option<TimerEntry> {
-        let e = self.near.pop().map(|Reverse(e)| e)?;
-        self.len -= 1;
-        Some(e)
+        self.near.pop().map(|Reverse(e)| e)
     }
 
     /// Entries queued, stale ones included.
     pub fn len(&self) -> usize {
-        self.len
+        self.entries().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.near.is_empty() && self.far.is_empty()
     }
 
     fn entries(&self) -> impl Iterator<Item = &TimerEntry> {
