@@ -3,18 +3,22 @@
 //! hash-map entry (the least work any implementation must do).
 //!
 //! `cargo bench --bench replay` (set VERDICT_BENCH_CONVERSATIONS to change the size).
+//!
+//! `VERDICT_BENCH_ALTERNATE=N cargo bench --bench replay` instead runs the two N times
+//! each, alternately, and prints the quickest of each and their ratio: on a shared
+//! machine, load that comes and goes then weighs on both alike.
 
 use std::borrow::Cow;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use verdict::engine::{Engine, EngineConfig};
 use verdict::gen::{generate, GenConfig};
-use verdict::replay::{Pipeline, Position};
+use verdict::replay::{Pipeline, Position, DRAIN_EVERY};
 use verdict::rules::{sandbox, RuleSet};
 
 /// The allocator of the `verdict` binary, so the figures are the binary's.
@@ -88,6 +92,8 @@ fn parse_only(buf: &[u8]) -> u64 {
 /// buffered writer does; returns the records and the bytes written.
 fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, usize) {
     const FLUSH_AT: usize = 64 << 10;
+    let drain_every =
+        std::env::var("VERDICT_BENCH_DRAIN_EVERY").ok().and_then(|s| s.parse().ok()).unwrap_or(DRAIN_EVERY).max(1);
     let mut p = Pipeline::new(Engine::new(EngineConfig::default(), rhai.clone(), rules.clone()), vec![]);
     let mut out = Vec::with_capacity(2 * FLUSH_AT);
     let mut written = 0;
@@ -103,7 +109,9 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, u
     for (i, line) in lines(buf).enumerate() {
         let at = Position { source: "bench", line: i as u64 + 1, offset: 0 };
         p.feed(line, line.len() as u64, false, None, at, &mut |_| rejected += 1);
-        p.drain(&mut write);
+        if at.line % drain_every == 0 {
+            p.drain(&mut write);
+        }
     }
     p.finish(&mut write);
     assert_eq!(rejected, 0);
@@ -124,5 +132,44 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The alternating comparison; see the module header.
+fn alternate(rounds: u32) {
+    let buf = input();
+    let events = lines(&buf).count() as f64;
+    let rhai = Arc::new(sandbox::build(&Default::default()));
+    let rules =
+        Arc::new(RuleSet::load(&rhai, &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).expect("rules load"));
+    let time = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let (mut base, mut full) = (f64::MAX, f64::MAX);
+    for _ in 0..rounds {
+        base = base.min(time(&mut || {
+            black_box(parse_only(black_box(&buf)));
+        }));
+        full = full.min(time(&mut || {
+            black_box(replay(black_box(&buf), &rhai, &rules));
+        }));
+    }
+    println!(
+        "{events} events, quickest of {rounds} alternate runs: parse_only_baseline {:.1} ms, \
+         replay_default_rules {:.1} ms ({:.2} M events/s), ratio {:.2}",
+        base * 1e3,
+        full * 1e3,
+        events / full / 1e6,
+        full / base
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(rounds) = std::env::var("VERDICT_BENCH_ALTERNATE").ok().and_then(|s| s.parse().ok()) {
+        alternate(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -106,6 +106,8 @@ pub struct Engine {
     timers: TimerQueue,
     wm: Watermark,
     seq: u64,
+    /// The watermark moved (or an event came due) since the last [`Self::run`].
+    due: bool,
     out: Vec<Verdict>,
     stats: Stats,
 }
@@ -127,6 +129,7 @@ impl Engine {
             timers: TimerQueue::default(),
             wm,
             seq: 0,
+            due: false,
             out: Vec::new(),
             stats: Stats::default(),
         };
@@ -181,14 +184,28 @@ impl Engine {
 
     /// [`Self::ingest`] for a caller that has classified the type already.
     pub fn ingest_kind(&mut self, ev: &WireEvent<'_>, kind: Kind) -> Ingest {
+        let r = self.admit(ev, kind);
+        self.catch_up();
+        r
+    }
+
+    /// Applies what the watermark allows since the last events were admitted.
+    pub fn catch_up(&mut self) {
+        if self.due {
+            self.run();
+        }
+    }
+
+    /// Accepts one classified event without applying anything: the caller admits a
+    /// batch, then calls [`Self::catch_up`]. Events are applied in event-time order
+    /// either way; batching keeps each step's code hot.
+    pub fn admit(&mut self, ev: &WireEvent<'_>, kind: Kind) -> Ingest {
         if self.wm.is_late(ev.ts) {
             self.stats.late += 1;
             let watermark = self.wm.current();
             // Still progress of its source: a source whose first events are all late
             // must not hold the watermark back for ever.
-            if self.wm.observe(ev.ts) {
-                self.run();
-            }
+            self.due |= self.wm.observe(ev.ts);
             return Ingest::Late { watermark };
         }
         let slot = self.convs.get_or_insert(&ev.tenant, &ev.conversation);
@@ -217,9 +234,7 @@ impl Engine {
         self.pending.push(conv, pe);
         self.stats.accepted += 1;
         // With zero lateness an event can be due at once without moving the watermark.
-        if self.wm.observe(ev.ts) || ev.ts <= self.wm.current() {
-            self.run();
-        }
+        self.due |= self.wm.observe(ev.ts) || ev.ts <= self.wm.current();
         Ingest::Accepted
     }
 
@@ -254,6 +269,7 @@ impl Engine {
     /// Applies events and fires timers up to the watermark, in time order; at equal
     /// times a timer fires before the event.
     fn run(&mut self) {
+        self.due = false;
         let wm = self.wm.current();
         loop {
             let next_event = self.pending.peek().map(|(ts, _)| ts);
