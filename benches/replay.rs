@@ -145,6 +145,7 @@ fn alternate(rounds: u32) {
         t.elapsed().as_secs_f64()
     };
     let (mut base, mut full) = (f64::MAX, f64::MAX);
+    let rounds = rounds.max(1);
     for _ in 0..rounds {
         base = base.min(time(&mut || {
             black_box(parse_only(black_box(&buf)));

@@ -155,22 +155,37 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
         None => NdjsonSink::stderr(),
     };
     let mut io_err: Option<std::io::Error> = None;
-    for input in &opts.inputs {
-        let reader = open_input(input).with_context(|| format!("cannot read input {input}"))?;
-        let mut lines = LineReader::new(reader);
-        let source = if input == "-" { "stdin" } else { input.as_str() };
-        while let Some(line) = lines.next_line().with_context(|| format!("reading {input}"))? {
-            let at = Position { source, line: line.line, offset: line.offset };
-            pipeline.feed(line.bytes, line.size, line.truncated, None, at, &mut |d| {
-                keep_first(&mut io_err, dead.write(&d))
-            });
-            if line.line % DRAIN_EVERY == 0 {
-                pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+    // Records of all inputs so far: the drain cadence does not restart with each input.
+    let mut records = 0u64;
+    let read = (|| -> anyhow::Result<()> {
+        for input in &opts.inputs {
+            let reader = open_input(input).with_context(|| format!("cannot read input {input}"))?;
+            let mut lines = LineReader::new(reader);
+            let source = if input == "-" { "stdin" } else { input.as_str() };
+            while let Some(line) = lines.next_line().with_context(|| format!("reading {input}"))? {
+                let at = Position { source, line: line.line, offset: line.offset };
+                pipeline.feed(line.bytes, line.size, line.truncated, None, at, &mut |d| {
+                    keep_first(&mut io_err, dead.write(&d))
+                });
+                records += 1;
+                if records % DRAIN_EVERY == 0 {
+                    pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+                }
+                if let Some(e) = io_err.take() {
+                    return Err(e).context("writing verdicts or dead letters");
+                }
             }
-            if let Some(e) = io_err.take() {
-                return Err(e).context("writing verdicts or dead letters");
-            }
+            // Many short inputs must not hold their events and verdicts until the end.
+            pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
         }
+        Ok(())
+    })();
+    if let Err(e) = read {
+        // What was decided before the failure is still written (best effort: the
+        // failure may be the output itself).
+        pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+        let _ = out.flush();
+        return Err(e);
     }
     pipeline.finish(|v| keep_first(&mut io_err, out.write(v)));
     if let Some(e) = io_err.take() {
@@ -188,31 +203,58 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
     use std::path::Path;
 
     use super::*;
     use crate::gen::{generate, GenConfig};
 
-    /// Verdict bytes and summary of `input`, draining every `every` records.
-    fn run_draining_every(input: &[u8], every: u64) -> (Vec<u8>, Summary) {
+    fn engine() -> Engine {
         let rhai = Arc::new(sandbox::build(&Limits::default()));
         let rules = RuleSet::load(&rhai, &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();
-        let mut p = Pipeline::new(Engine::new(EngineConfig::default(), rhai, Arc::new(rules)), vec![]);
-        let mut out = Vec::new();
-        let mut write = |v: &Verdict| {
-            v.write_json(&mut out);
-            out.push(b'\n');
-        };
-        for (i, line) in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-            let line_no = i as u64 + 1;
-            let at = Position { source: "t", line: line_no, offset: 0 };
-            p.feed(line, line.len() as u64, false, None, at, &mut |_| {});
-            if line_no % every == 0 {
-                p.drain(&mut write);
+        Engine::new(EngineConfig::default(), rhai, Arc::new(rules))
+    }
+
+    fn records(input: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+        input.split(|&b| b == b'\n').filter(|l| !l.is_empty()).zip(1..).map(|(l, n)| (n, l))
+    }
+
+    fn write(out: &mut Vec<u8>, v: &Verdict) {
+        v.write_json(out);
+        out.push(b'\n');
+    }
+
+    /// Verdict bytes and summary of `input` through the pipeline, draining every
+    /// `every` records, and the output's length after each drain, by record.
+    fn run_draining_every(input: &[u8], every: u64) -> (Vec<u8>, Summary, Vec<(u64, usize)>) {
+        let mut p = Pipeline::new(engine(), vec![]);
+        let (mut out, mut drained) = (Vec::new(), Vec::new());
+        for (n, line) in records(input) {
+            p.feed(line, line.len() as u64, false, None, Position { source: "t", line: n, offset: 0 }, &mut |_| {});
+            if n % every == 0 {
+                p.drain(|v| write(&mut out, v));
+                drained.push((n, out.len()));
             }
         }
-        p.finish(&mut write);
-        (out, p.summary)
+        p.finish(|v| write(&mut out, v));
+        (out, p.summary, drained)
+    }
+
+    /// The reference: each event through `Engine::ingest`, which applies what it makes
+    /// due at once; the output's length after each record.
+    fn run_ingesting(input: &[u8]) -> (Vec<u8>, HashMap<u64, usize>) {
+        let mut e = engine();
+        let (mut out, mut after) = (Vec::new(), HashMap::new());
+        for (n, line) in records(input) {
+            if let Ok(ev) = decode::decode(line) {
+                e.ingest(&ev);
+            }
+            e.take_verdicts().for_each(|v| write(&mut out, &v));
+            after.insert(n, out.len());
+        }
+        e.finish();
+        e.take_verdicts().for_each(|v| write(&mut out, &v));
+        (out, after)
     }
 
     #[test]
@@ -229,11 +271,16 @@ mod tests {
         };
         let mut input = Vec::new();
         generate(&cfg, &mut input).unwrap();
-        let (want, want_summary) = run_draining_every(&input, 1);
+        let (want, want_at) = run_ingesting(&input);
         assert!(want.split(|&b| b == b'\n').count() > 300);
-        for every in [7, DRAIN_EVERY, u64::MAX] {
-            let (got, summary) = run_draining_every(&input, every);
+        let (_, want_summary, _) = run_draining_every(&input, 1);
+        for every in [1, 7, DRAIN_EVERY, u64::MAX] {
+            let (got, summary, drained) = run_draining_every(&input, every);
             assert!(got == want, "verdicts differ when draining every {every} records");
+            // Each drain writes everything decided by then, as draining every record does.
+            for (line, len) in drained {
+                assert_eq!(len, want_at[&line], "after record {line}, draining every {every}");
+            }
             assert_eq!(summary.usage, want_summary.usage);
             assert_eq!(summary.rejected, want_summary.rejected);
             assert_eq!(summary.pending, want_summary.pending);

@@ -219,6 +219,22 @@ fn cannot_run_exits_non_zero_with_a_clear_message() {
 }
 
 #[test]
+fn an_input_that_cannot_be_read_keeps_the_verdicts_decided_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (full, part) = (dir.path().join("full.ndjson"), dir.path().join("part.ndjson"));
+    let o = run(&["replay", "--output", full.to_str().unwrap(), "examples/sample.ndjson"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run(&["replay", "--output", part.to_str().unwrap(), "examples/sample.ndjson", "/nonexistent/next.ndjson"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("cannot read input /nonexistent/next.ndjson"), "{}", text(&o.stderr));
+    // Everything the first input decided, its last records included, is written. The
+    // sample's windows all close before its last event, so that is its whole output.
+    let (full, part) = (std::fs::read(full).unwrap(), std::fs::read(part).unwrap());
+    assert_eq!(part.iter().filter(|&&b| b == b'\n').count(), 369);
+    assert!(part == full);
+}
+
+#[test]
 fn check_and_test_the_shipped_rules() {
     let o = run(&["check", "rules"]);
     assert!(o.status.success(), "{}", text(&o.stderr));

@@ -243,6 +243,42 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    #[test]
+    fn reads_and_writes_the_checkpoint_shape_of_the_heap_only_buffer() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct HeapOnly {
+            entries: Vec<Option<Entry>>,
+            free: Vec<u32>,
+            heap: BinaryHeap<Reverse<Key>>,
+        }
+        let mut t = ConvTable::default();
+        let a = t.get_or_insert("t", "a");
+        let mut old = Reorder::default();
+        for (seq, ts) in [50, 10, 40, 20, 30].into_iter().enumerate() {
+            old.push(t.get_mut(a), ev(a, ts, seq as u64, &format!("e{seq}")));
+        }
+        let cfg = bincode::config::standard();
+        // Written by the heap-only buffer, which pushed keys as they arrived: its list is
+        // in the heap's own order, not sorted.
+        let mut keys: Vec<Key> = old.queue.iter().chain(old.heap.iter().map(|r| &r.0)).copied().collect();
+        keys.sort_by_key(|k| k.1);
+        let mut heap = BinaryHeap::new();
+        keys.into_iter().for_each(|k| heap.push(Reverse(k)));
+        assert!(!heap.as_slice().is_sorted());
+        let heap_only = HeapOnly { entries: old.entries, free: old.free, heap };
+        let bytes = bincode::serde::encode_to_vec(&heap_only, cfg).unwrap();
+        let mut r: Reorder = bincode::serde::decode_from_slice(&bytes, cfg).unwrap().0;
+        // And read back by it.
+        let back: HeapOnly =
+            bincode::serde::decode_from_slice(&bincode::serde::encode_to_vec(&r, cfg).unwrap(), cfg).unwrap().0;
+        assert_eq!(back.heap.len(), 5);
+        let mut out = vec![];
+        while let Some(slot) = r.peek_slot() {
+            out.push(r.pop(t.get_mut(slot)).unwrap().ts);
+        }
+        assert_eq!(out, [10, 20, 30, 40, 50]);
+    }
+
     proptest::proptest! {
         /// Whatever the arrival order (near or far out of order, pops in between, a
         /// checkpoint round trip), events leave in (`ts`, seq) order.
