@@ -202,16 +202,22 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
     use std::path::Path;
 
     use super::*;
     use crate::gen::{generate, GenConfig};
 
-    fn engine() -> Engine {
+    /// The sandbox and the shipped rules (`rules/`).
+    pub(crate) fn shipped_rules() -> (Arc<rhai::Engine>, RuleSet) {
         let rhai = Arc::new(sandbox::build(&Limits::default()));
         let rules = RuleSet::load(&rhai, &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap();
+        (rhai, rules)
+    }
+
+    fn engine() -> Engine {
+        let (rhai, rules) = shipped_rules();
         Engine::new(EngineConfig::default(), rhai, Arc::new(rules))
     }
 
@@ -224,10 +230,15 @@ mod tests {
         out.push(b'\n');
     }
 
-    /// Verdict bytes and summary of `input` through the pipeline, draining every
-    /// `every` records, and the output's length after each drain, by record.
-    fn run_draining_every(input: &[u8], every: u64) -> (Vec<u8>, Summary, Vec<(u64, usize)>) {
-        let mut p = Pipeline::new(engine(), vec![]);
+    /// Verdict bytes and summary of `input` through the pipeline with `rules`,
+    /// draining every `every` records, and the output's length after each drain, by
+    /// record.
+    pub(crate) fn run_draining_every(
+        (rhai, rules): (Arc<rhai::Engine>, RuleSet),
+        input: &[u8],
+        every: u64,
+    ) -> (Vec<u8>, Summary, Vec<(u64, usize)>) {
+        let mut p = Pipeline::new(Engine::new(EngineConfig::default(), rhai, Arc::new(rules)), vec![]);
         let (mut out, mut drained) = (Vec::new(), Vec::new());
         for (n, line) in records(input) {
             p.feed(line, line.len() as u64, false, None, Position { source: "t", line: n, offset: 0 }, &mut |_| {});
@@ -263,19 +274,19 @@ mod tests {
             conversations: 400,
             tenants: 5,
             seed: 9,
-            start: "2026-06-12T00:00:00Z".into(),
             span: "30m".into(),
             jitter: "4s".into(),
             duplicates: 0.05,
             bad: 0.02,
+            ..GenConfig::default()
         };
         let mut input = Vec::new();
         generate(&cfg, &mut input).unwrap();
         let (want, want_at) = run_ingesting(&input);
         assert!(want.split(|&b| b == b'\n').count() > 300);
-        let (_, want_summary, _) = run_draining_every(&input, 1);
+        let (_, want_summary, _) = run_draining_every(shipped_rules(), &input, 1);
         for every in [1, 7, DRAIN_EVERY, u64::MAX] {
-            let (got, summary, drained) = run_draining_every(&input, every);
+            let (got, summary, drained) = run_draining_every(shipped_rules(), &input, every);
             assert!(got == want, "verdicts differ when draining every {every} records");
             // Each drain writes everything decided by then, as draining every record does.
             for (line, len) in drained {

@@ -106,8 +106,6 @@ pub struct Engine {
     timers: TimerQueue,
     wm: Watermark,
     seq: u64,
-    /// The watermark moved (or an event came due) since the last [`Self::run`].
-    due: bool,
     out: Vec<Verdict>,
     stats: Stats,
 }
@@ -129,7 +127,6 @@ impl Engine {
             timers: TimerQueue::default(),
             wm,
             seq: 0,
-            due: false,
             out: Vec::new(),
             stats: Stats::default(),
         };
@@ -189,11 +186,10 @@ impl Engine {
         r
     }
 
-    /// Applies what the watermark allows since the last events were admitted.
+    /// Applies what the watermark allows since the last events were admitted (a look
+    /// at the two queues' heads when nothing is due).
     pub fn catch_up(&mut self) {
-        if self.due {
-            self.run();
-        }
+        self.run();
     }
 
     /// Accepts one classified event without applying anything: the caller admits a
@@ -205,7 +201,7 @@ impl Engine {
             let watermark = self.wm.current();
             // Still progress of its source: a source whose first events are all late
             // must not hold the watermark back for ever.
-            self.due |= self.wm.observe(ev.ts);
+            self.wm.observe(ev.ts);
             return Ingest::Late { watermark };
         }
         let slot = self.convs.get_or_insert(&ev.tenant, &ev.conversation);
@@ -233,8 +229,7 @@ impl Engine {
         self.seq += 1;
         self.pending.push(conv, pe);
         self.stats.accepted += 1;
-        // With zero lateness an event can be due at once without moving the watermark.
-        self.due |= self.wm.observe(ev.ts) || ev.ts <= self.wm.current();
+        self.wm.observe(ev.ts);
         Ingest::Accepted
     }
 
@@ -269,7 +264,6 @@ impl Engine {
     /// Applies events and fires timers up to the watermark, in time order; at equal
     /// times a timer fires before the event.
     fn run(&mut self) {
-        self.due = false;
         let wm = self.wm.current();
         loop {
             let next_event = self.pending.peek().map(|(ts, _)| ts);

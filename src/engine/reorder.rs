@@ -129,14 +129,22 @@ impl Reorder {
         }
     }
 
-    /// The next key to leave: the smaller of the queue's front and the heap's top.
+    /// Whether the next key to leave is the heap's top (smaller than the queue's front).
+    #[inline]
+    fn next_from_heap(&self) -> bool {
+        match (self.queue.front(), self.heap.peek()) {
+            (Some(q), Some(Reverse(h))) => h < q,
+            (q, _) => q.is_none(),
+        }
+    }
+
+    /// The next key to leave.
     #[inline]
     fn first(&self) -> Option<Key> {
-        match (self.queue.front(), self.heap.peek()) {
-            (Some(&q), Some(&Reverse(h))) => Some(q.min(h)),
-            (Some(&q), None) => Some(q),
-            (None, Some(&Reverse(h))) => Some(h),
-            (None, None) => None,
+        if self.next_from_heap() {
+            self.heap.peek().map(|r| r.0)
+        } else {
+            self.queue.front().copied()
         }
     }
 
@@ -154,11 +162,7 @@ impl Reorder {
 
     /// Takes the next event out; `conv` must be the conversation of [`Self::peek_slot`].
     pub fn pop(&mut self, conv: &mut Conv) -> Option<PendingEvent> {
-        let from_heap = match (self.queue.front(), self.heap.peek()) {
-            (Some(q), Some(Reverse(h))) => h < q,
-            (q, _) => q.is_none(),
-        };
-        let (_, _, idx) = if from_heap { self.heap.pop()?.0 } else { self.queue.pop_front()? };
+        let (_, _, idx) = if self.next_from_heap() { self.heap.pop()?.0 } else { self.queue.pop_front()? };
         let entry = self.entries[idx as usize].take()?;
         // Unlink from the conversation's list (short: events of one conversation
         // waiting within the lateness bound).

@@ -1087,42 +1087,29 @@ mod tests {
 
     #[test]
     fn a_replayed_day_gives_the_same_bytes_natively_and_in_rhai() {
-        use crate::engine::{Engine as Classifier, EngineConfig};
         use crate::gen::{generate, GenConfig};
-        use crate::replay::{Pipeline, Position};
-        use crate::rules::RuleSet;
+        use crate::replay::tests::{run_draining_every, shipped_rules};
 
         let cfg = GenConfig {
             conversations: 1500,
             tenants: 7,
             seed: 11,
-            start: "2026-06-12T00:00:00Z".into(),
-            span: "24h".into(),
-            jitter: "2s".into(),
             duplicates: 0.02,
             bad: 0.01,
+            ..GenConfig::default()
         };
         let mut input = Vec::new();
         generate(&cfg, &mut input).unwrap();
-        let rhai = Arc::new(sandbox::build(&Default::default()));
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
         let mut outputs = Vec::new();
         for native in [true, false] {
-            let mut rules = RuleSet::load(&rhai, &dir).unwrap();
+            let (rhai, mut rules) = shipped_rules();
             if !native {
                 for o in &mut rules.outcomes {
                     Arc::get_mut(o).unwrap().native = Native::default();
                 }
             }
-            let mut p = Pipeline::new(Classifier::new(EngineConfig::default(), rhai.clone(), Arc::new(rules)), vec![]);
-            let mut out = Vec::new();
-            for (i, line) in input.split(|&b| b == b'\n').enumerate() {
-                let at = Position { source: "day", line: i as u64 + 1, offset: 0 };
-                p.feed(line, line.len() as u64, false, None, at, &mut |_| {});
-                p.drain(|v| out.extend(serde_json::to_vec(v).unwrap()));
-            }
-            p.finish(|v| out.extend(serde_json::to_vec(v).unwrap()));
-            assert!(p.summary.records > 15_000);
+            let (out, summary, _) = run_draining_every((rhai, rules), &input, 1);
+            assert!(summary.records > 15_000);
             outputs.push(out);
         }
         assert!(outputs[0].len() > 500_000);
