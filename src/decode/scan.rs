@@ -382,9 +382,23 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn string_end_agrees_with_a_byte_loop(
-            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xe9, 0xff]), 0..40),
-            start in 0usize..40,
+            bytes in proptest::collection::vec(proptest::sample::select(vec![b'a', b'a', b'a', b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xe9, 0xff]), 0..80),
+            start in 0usize..80,
         ) {
+            let start = start.min(bytes.len());
+            proptest::prop_assert_eq!(string_end(&bytes, start), slow_string_end(&bytes, start));
+        }
+
+        /// Long runs of plain bytes, so the 8-byte steps and the byte loop after them
+        /// both meet the byte that ends the string (or the end of the record).
+        #[test]
+        fn string_end_finds_the_end_after_any_run(
+            run in proptest::collection::vec(proptest::sample::select(vec![b'a', 0x20, 0x7e, 0x7f, 0x80, 0xe9, 0xff]), 0..90),
+            end in proptest::sample::select(vec![Some(b'"'), Some(b'\\'), Some(0x00), Some(0x1f), None]),
+            start in 0usize..20,
+        ) {
+            let mut bytes = run;
+            bytes.extend(end);
             let start = start.min(bytes.len());
             proptest::prop_assert_eq!(string_end(&bytes, start), slow_string_end(&bytes, start));
         }

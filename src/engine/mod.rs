@@ -23,7 +23,7 @@ use crate::rules::evaluator::{Call, Evaluator};
 use crate::rules::{Outcome, RuleSet};
 use crate::timestamp::{Nanos, Span, NANOS_PER_DAY};
 use crate::verdicts::{verdict_id, Verdict, RULE_ERROR};
-use reorder::{PendingEvent, Reorder};
+use reorder::{Fingerprint, PendingEvent, Reorder};
 use state::{ConvTable, NIL};
 use timers::{TimerEntry, TimerKind, TimerQueue};
 use watermark::Watermark;
@@ -209,8 +209,9 @@ impl Engine {
         // A decided conversation's events wait like any other: whether one is ignored or
         // starts the conversation anew (after the tombstone's retention) is decided when
         // it is applied, in event-time order, so arrival order cannot change it.
+        let fp = Fingerprint::of(&ev.id);
         let applied_dup = conv.open.as_ref().is_some_and(|open| open.ids.contains(&ev.id));
-        if applied_dup || self.pending.contains(conv, &ev.id) {
+        if applied_dup || self.pending.contains(conv, &ev.id, fp) {
             self.stats.duplicates += 1;
             return Ingest::Duplicate;
         }
@@ -227,7 +228,7 @@ impl Engine {
             attrs: if wants_attrs { ev.attrs.map(Into::into) } else { None },
         };
         self.seq += 1;
-        self.pending.push(conv, pe);
+        self.pending.push(conv, pe, fp);
         self.stats.accepted += 1;
         self.wm.observe(ev.ts);
         Ingest::Accepted
@@ -547,7 +548,7 @@ impl Engine {
     fn decide(&mut self, slot: u32, outcome: &Outcome, oid: u16, now: Nanos, d: Result<Decision, String>) {
         let conv = self.convs.get(slot);
         let tenant = self.convs.tenant_name(conv.tenant).to_string();
-        let conversation = conv.conversation.to_string();
+        let conversation = conv.conversation.as_str().to_owned();
         let conv = self.convs.get_mut(slot);
         let Some(open) = conv.open.as_mut() else { return };
         let state = open.outcome_mut(oid);
@@ -571,7 +572,7 @@ impl Engine {
             _ => Ok((d, Decimal::ZERO)),
         });
         let (billable, reason, tier, amount, error) = match priced {
-            Ok((d, amount)) => (d.billable, d.reason.to_string(), d.tier, amount, None),
+            Ok((d, amount)) => (d.billable, d.reason.as_str().to_owned(), d.tier, amount, None),
             Err(message) => {
                 self.stats.rule_errors += 1;
                 tracing::warn!(outcome = %outcome.name, %tenant, %conversation, "rule error: {message}");

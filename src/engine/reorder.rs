@@ -7,6 +7,10 @@
 //! before it, and the next to leave is at its front, all without the sift of a heap. An
 //! event that would land far from the back goes to a heap beside it instead, so a
 //! badly ordered stream costs a heap's logarithm per event, never a long shift.
+//!
+//! The conversation lists live in a compact array beside the events (the next entry and
+//! a fingerprint of the id): the dedupe check on every event and the unlink on every pop
+//! walk those few bytes, not the events themselves.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -35,10 +39,24 @@ pub struct PendingEvent {
     pub attrs: Option<Box<str>>,
 }
 
+/// The checkpoint's form of one entry (an event and the next of its conversation).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
     ev: PendingEvent,
     next: u32,
+}
+
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    ev: &'a PendingEvent,
+    next: u32,
+}
+
+/// Where an entry's conversation list goes next, and its id's fingerprint.
+#[derive(Clone, Copy, Debug, Default)]
+struct Link {
+    next: u32,
+    fp: u32,
 }
 
 /// (`ts`, seq, entry index): the order events leave in, then where the event is.
@@ -50,7 +68,9 @@ const MAX_STEP_BACK: usize = 32;
 
 #[derive(Default)]
 pub struct Reorder {
-    entries: Vec<Option<Entry>>,
+    entries: Vec<Option<PendingEvent>>,
+    /// One per entry.
+    links: Vec<Link>,
     free: Vec<u32>,
     /// Sorted ascending.
     queue: VecDeque<Key>,
@@ -62,9 +82,18 @@ pub struct Reorder {
 /// of the former heap-only buffer, so checkpoints stay readable both ways).
 #[derive(Serialize)]
 struct WireRef<'a> {
-    entries: &'a [Option<Entry>],
+    entries: EntriesRef<'a>,
     free: &'a [u32],
     heap: Vec<Key>,
+}
+
+struct EntriesRef<'a>(&'a Reorder);
+
+impl Serialize for EntriesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        s.collect_seq(r.entries.iter().zip(&r.links).map(|(e, l)| e.as_ref().map(|ev| EntryRef { ev, next: l.next })))
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,7 +107,7 @@ impl Serialize for Reorder {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut keys: Vec<Key> = self.queue.iter().copied().chain(self.heap.iter().map(|r| r.0)).collect();
         keys.sort_unstable();
-        WireRef { entries: &self.entries, free: &self.free, heap: keys }.serialize(s)
+        WireRef { entries: EntriesRef(self), free: &self.free, heap: keys }.serialize(s)
     }
 }
 
@@ -87,22 +116,60 @@ impl<'de> Deserialize<'de> for Reorder {
         let w = Wire::deserialize(d)?;
         let mut keys = w.heap;
         keys.sort_unstable();
-        Ok(Reorder { entries: w.entries, free: w.free, queue: keys.into(), heap: BinaryHeap::new() })
+        let (entries, links) = w
+            .entries
+            .into_iter()
+            .map(|e| match e {
+                Some(Entry { ev, next }) => {
+                    let fp = Fingerprint::of(&ev.id).0;
+                    (Some(ev), Link { next, fp })
+                }
+                None => (None, Link { next: NIL, fp: 0 }),
+            })
+            .unzip();
+        Ok(Reorder { entries, links, free: w.free, queue: keys.into(), heap: BinaryHeap::new() })
+    }
+}
+
+/// A hash of an event id, for the dedupe walk: computed once per event (for
+/// [`Reorder::contains`], then [`Reorder::push`]). Fixed, so the same in every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint(u32);
+
+impl Fingerprint {
+    pub fn of(id: &str) -> Fingerprint {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let b = id.as_bytes();
+        let mut h = (b.len() as u64).wrapping_mul(K);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
+        }
+        let rest = chunks.remainder();
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        Fingerprint((h >> 32) as u32)
     }
 }
 
 impl Reorder {
-    /// Adds an event to the buffer and to its conversation's list.
-    pub fn push(&mut self, conv: &mut Conv, ev: PendingEvent) {
+    /// Adds an event to the buffer and to its conversation's list; `fp` is the
+    /// fingerprint of its id.
+    pub fn push(&mut self, conv: &mut Conv, ev: PendingEvent, fp: Fingerprint) {
         let key = (ev.ts, ev.seq);
-        let entry = Entry { ev, next: conv.pending_head };
+        let link = Link { next: conv.pending_head, fp: fp.0 };
         let idx = match self.free.pop() {
             Some(i) => {
-                self.entries[i as usize] = Some(entry);
+                self.entries[i as usize] = Some(ev);
+                self.links[i as usize] = link;
                 i
             }
             None => {
-                self.entries.push(Some(entry));
+                self.entries.push(Some(ev));
+                self.links.push(link);
                 (self.entries.len() - 1) as u32
             }
         };
@@ -157,41 +224,47 @@ impl Reorder {
     /// The slot of the next event to leave.
     pub fn peek_slot(&self) -> Option<u32> {
         let (_, _, idx) = self.first()?;
-        self.entries[idx as usize].as_ref().map(|e| e.ev.slot)
+        self.entries[idx as usize].as_ref().map(|e| e.slot)
     }
 
     /// Takes the next event out; `conv` must be the conversation of [`Self::peek_slot`].
     pub fn pop(&mut self, conv: &mut Conv) -> Option<PendingEvent> {
         let (_, _, idx) = if self.next_from_heap() { self.heap.pop()?.0 } else { self.queue.pop_front()? };
-        let entry = self.entries[idx as usize].take()?;
+        let ev = self.entries[idx as usize].take()?;
+        let next = self.links[idx as usize].next;
         // Unlink from the conversation's list (short: events of one conversation
-        // waiting within the lateness bound).
+        // waiting within the lateness bound; the oldest, usually the one leaving, is
+        // last, as pushing puts the newest first).
         if conv.pending_head == idx {
-            conv.pending_head = entry.next;
+            conv.pending_head = next;
         } else {
             let mut cur = conv.pending_head;
-            while cur != NIL {
-                let Some(e) = self.entries[cur as usize].as_mut() else { break };
-                if e.next == idx {
-                    e.next = entry.next;
+            while let Some(l) = self.links.get_mut(cur as usize) {
+                if l.next == idx {
+                    l.next = next;
                     break;
                 }
-                cur = e.next;
+                cur = l.next;
             }
         }
         self.free.push(idx);
-        Some(entry.ev)
+        Some(ev)
     }
 
-    /// Whether an event with this id is waiting for the conversation.
-    pub fn contains(&self, conv: &Conv, id: &str) -> bool {
+    /// Whether an event with this id (`fp` its fingerprint) is waiting for the
+    /// conversation.
+    pub fn contains(&self, conv: &Conv, id: &str, fp: Fingerprint) -> bool {
+        let fp = fp.0;
         let mut cur = conv.pending_head;
-        while cur != NIL {
-            let Some(e) = self.entries[cur as usize].as_ref() else { return false };
-            if crate::bytes::same(e.ev.id.as_bytes(), id.as_bytes()) {
+        while let Some(l) = self.links.get(cur as usize) {
+            if l.fp == fp
+                && self.entries[cur as usize]
+                    .as_ref()
+                    .is_some_and(|e| crate::bytes::same(e.id.as_bytes(), id.as_bytes()))
+            {
                 return true;
             }
-            cur = e.next;
+            cur = l.next;
         }
         false
     }
@@ -199,9 +272,9 @@ impl Reorder {
     /// Events waiting for one conversation.
     pub fn count_for(&self, conv: &Conv) -> usize {
         let (mut n, mut cur) = (0, conv.pending_head);
-        while let Some(e) = self.entries.get(cur as usize).and_then(Option::as_ref) {
+        while let Some(l) = self.links.get(cur as usize) {
             n += 1;
-            cur = e.next;
+            cur = l.next;
         }
         n
     }
@@ -224,22 +297,31 @@ mod tests {
         PendingEvent { slot, ts, seq, id: id.into(), ..Default::default() }
     }
 
+    fn push(r: &mut Reorder, conv: &mut Conv, ev: PendingEvent) {
+        let fp = Fingerprint::of(&ev.id);
+        r.push(conv, ev, fp);
+    }
+
+    fn is_waiting(r: &Reorder, conv: &Conv, id: &str) -> bool {
+        r.contains(conv, id, Fingerprint::of(id))
+    }
+
     #[test]
     fn leaves_in_ts_then_arrival_order() {
         let mut t = ConvTable::default();
         let a = t.get_or_insert("t", "a");
         let b = t.get_or_insert("t", "b");
         let mut r = Reorder::default();
-        r.push(t.get_mut(a), ev(a, 30, 0, "a1"));
-        r.push(t.get_mut(b), ev(b, 10, 1, "b1"));
-        r.push(t.get_mut(a), ev(a, 10, 2, "a2"));
-        r.push(t.get_mut(a), ev(a, 20, 3, "a3"));
-        assert!(r.contains(t.get(a), "a3"));
-        assert!(!r.contains(t.get(b), "a3"));
+        push(&mut r, t.get_mut(a), ev(a, 30, 0, "a1"));
+        push(&mut r, t.get_mut(b), ev(b, 10, 1, "b1"));
+        push(&mut r, t.get_mut(a), ev(a, 10, 2, "a2"));
+        push(&mut r, t.get_mut(a), ev(a, 20, 3, "a3"));
+        assert!(is_waiting(&r, t.get(a), "a3") && is_waiting(&r, t.get(a), "a1"));
+        assert!(!is_waiting(&r, t.get(b), "a3"));
         let mut out = vec![];
         while let Some(slot) = r.peek_slot() {
             let e = r.pop(t.get_mut(slot)).unwrap();
-            assert!(!r.contains(t.get(slot), &e.id));
+            assert!(!is_waiting(&r, t.get(slot), &e.id));
             out.push(e.id.to_string());
         }
         assert_eq!(out, ["b1", "a2", "a3", "a1"]);
@@ -259,7 +341,7 @@ mod tests {
         let a = t.get_or_insert("t", "a");
         let mut old = Reorder::default();
         for (seq, ts) in [50, 10, 40, 20, 30].into_iter().enumerate() {
-            old.push(t.get_mut(a), ev(a, ts, seq as u64, &format!("e{seq}")));
+            push(&mut old, t.get_mut(a), ev(a, ts, seq as u64, &format!("e{seq}")));
         }
         let cfg = bincode::config::standard();
         // Written by the heap-only buffer, which pushed keys as they arrived: its list is
@@ -269,7 +351,9 @@ mod tests {
         let mut heap = BinaryHeap::new();
         keys.into_iter().for_each(|k| heap.push(Reverse(k)));
         assert!(!heap.as_slice().is_sorted());
-        let heap_only = HeapOnly { entries: old.entries, free: old.free, heap };
+        let entries =
+            old.entries.into_iter().zip(&old.links).map(|(e, l)| e.map(|ev| Entry { ev, next: l.next })).collect();
+        let heap_only = HeapOnly { entries, free: old.free, heap };
         let bytes = bincode::serde::encode_to_vec(&heap_only, cfg).unwrap();
         let mut r: Reorder = bincode::serde::decode_from_slice(&bytes, cfg).unwrap().0;
         // And read back by it.
@@ -277,6 +361,9 @@ mod tests {
             bincode::serde::decode_from_slice(&bincode::serde::encode_to_vec(&r, cfg).unwrap(), cfg).unwrap().0;
         assert_eq!(back.heap.len(), 5);
         let mut out = vec![];
+        // The lists came back too: every event is found as waiting for its conversation.
+        assert_eq!(r.count_for(t.get(a)), 5);
+        assert!((0..5).all(|i| is_waiting(&r, t.get(a), &format!("e{i}"))));
         while let Some(slot) = r.peek_slot() {
             out.push(r.pop(t.get_mut(slot)).unwrap().ts);
         }
@@ -300,7 +387,7 @@ mod tests {
                 // Time moves forward; each event lands up to `spread` before it.
                 let ts = seq as i64 * 10 - offset % spread;
                 let slot = slots[seq % slots.len()];
-                r.push(t.get_mut(slot), ev(slot, ts, seq as u64, &format!("e{seq}")));
+                push(&mut r, t.get_mut(slot), ev(slot, ts, seq as u64, &format!("e{seq}")));
                 if seq == round_trip_at {
                     let bytes = bincode::serde::encode_to_vec(&r, bincode::config::standard()).unwrap();
                     r = bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap().0;
@@ -325,6 +412,11 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(&popped, &expect);
+            // The dedupe check finds exactly the events still waiting.
+            for seq in 0..steps.len() {
+                let still = waiting.iter().any(|&(_, s)| s == seq as u64);
+                proptest::prop_assert_eq!(is_waiting(&r, t.get(slots[seq % slots.len()]), &format!("e{seq}")), still);
+            }
             let mut got = vec![];
             while let Some(slot) = r.peek_slot() {
                 let e = r.pop(t.get_mut(slot)).unwrap();
