@@ -10,7 +10,7 @@
 //!
 //! The conversation lists live in a compact array beside the events (the next entry and
 //! a fingerprint of the id): the dedupe check on every event and the unlink on every pop
-//! walk those few bytes, not the events themselves.
+//! walk those few bytes, and the check reads an event only when its fingerprint matches.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -159,6 +159,11 @@ impl Reorder {
     /// Adds an event to the buffer and to its conversation's list; `fp` is the
     /// fingerprint of its id.
     pub fn push(&mut self, conv: &mut Conv, ev: PendingEvent, fp: Fingerprint) {
+        debug_assert_eq!(fp, Fingerprint::of(&ev.id), "the fingerprint of another id");
+        self.insert(conv, ev, fp);
+    }
+
+    fn insert(&mut self, conv: &mut Conv, ev: PendingEvent, fp: Fingerprint) {
         let key = (ev.ts, ev.seq);
         let link = Link { next: conv.pending_head, fp: fp.0 };
         let idx = match self.free.pop() {
@@ -272,7 +277,7 @@ impl Reorder {
     /// Events waiting for one conversation.
     pub fn count_for(&self, conv: &Conv) -> usize {
         let (mut n, mut cur) = (0, conv.pending_head);
-        while let Some(l) = self.links.get(cur as usize) {
+        while let (Some(l), Some(Some(_))) = (self.links.get(cur as usize), self.entries.get(cur as usize)) {
             n += 1;
             cur = l.next;
         }
@@ -327,6 +332,62 @@ mod tests {
         assert_eq!(out, ["b1", "a2", "a3", "a1"]);
         assert_eq!(t.get(a).pending_head, NIL);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_fingerprint_match_is_not_taken_for_the_same_id() {
+        let mut t = ConvTable::default();
+        let a = t.get_or_insert("t", "a");
+        let mut r = Reorder::default();
+        // Two ids that share a fingerprint (forced here; rare, but a real hash has them).
+        let fp = Fingerprint(7);
+        r.insert(t.get_mut(a), ev(a, 10, 0, "x"), fp);
+        assert!(r.contains(t.get(a), "x", fp));
+        assert!(!r.contains(t.get(a), "y", fp), "another id with the same fingerprint is no duplicate");
+    }
+
+    /// The bytes the derived `Serialize` of the former layout wrote, for any state:
+    /// holes in the entries, reused slots, several conversations.
+    #[test]
+    fn writes_the_bytes_of_the_former_layout() {
+        #[derive(serde::Serialize)]
+        struct Former<'a> {
+            entries: Vec<Option<Entry>>,
+            free: &'a [u32],
+            heap: Vec<Key>,
+        }
+        let mut t = ConvTable::default();
+        let (a, b) = (t.get_or_insert("t", "a"), t.get_or_insert("t", "b"));
+        let mut r = Reorder::default();
+        for (seq, (slot, ts)) in [(a, 50), (b, 10), (a, 40), (b, 20), (a, 30), (b, 5)].into_iter().enumerate() {
+            push(&mut r, t.get_mut(slot), ev(slot, ts, seq as u64, &format!("e{seq}")));
+        }
+        for _ in 0..3 {
+            let slot = r.peek_slot().unwrap();
+            r.pop(t.get_mut(slot)).unwrap();
+        }
+        push(&mut r, t.get_mut(a), ev(a, 45, 6, "e6"));
+        assert!(r.entries.iter().any(Option::is_none) && !r.free.is_empty(), "holes and a reused slot");
+        let mut heap: Vec<Key> = r.queue.iter().chain(r.heap.iter().map(|k| &k.0)).copied().collect();
+        heap.sort_unstable();
+        let entries =
+            r.entries.iter().zip(&r.links).map(|(e, l)| e.clone().map(|ev| Entry { ev, next: l.next })).collect();
+        let former = Former { entries, free: &r.free, heap };
+        let cfg = bincode::config::standard();
+        assert_eq!(
+            bincode::serde::encode_to_vec(&r, cfg).unwrap(),
+            bincode::serde::encode_to_vec(&former, cfg).unwrap()
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), serde_json::to_string(&former).unwrap());
+        // Read back, the lists find every waiting event and only those.
+        let back: Reorder =
+            bincode::serde::decode_from_slice(&bincode::serde::encode_to_vec(&r, cfg).unwrap(), cfg).unwrap().0;
+        for seq in 0..7 {
+            let id = format!("e{seq}");
+            let waiting = r.entries.iter().flatten().any(|e| *e.id == id);
+            assert_eq!(is_waiting(&back, t.get(a), &id) || is_waiting(&back, t.get(b), &id), waiting, "{id}");
+        }
+        assert_eq!(back.count_for(t.get(a)) + back.count_for(t.get(b)), 4);
     }
 
     #[test]
