@@ -23,7 +23,7 @@ use crate::rules::evaluator::{Call, Evaluator};
 use crate::rules::{Outcome, RuleSet};
 use crate::timestamp::{Nanos, Span, NANOS_PER_DAY};
 use crate::verdicts::{verdict_id, Verdict, RULE_ERROR};
-use reorder::{Fingerprint, PendingEvent, Reorder};
+use reorder::{PendingEvent, Reorder};
 use state::{ConvTable, NIL};
 use timers::{TimerEntry, TimerKind, TimerQueue};
 use watermark::Watermark;
@@ -209,7 +209,7 @@ impl Engine {
         // A decided conversation's events wait like any other: whether one is ignored or
         // starts the conversation anew (after the tombstone's retention) is decided when
         // it is applied, in event-time order, so arrival order cannot change it.
-        let fp = Fingerprint::of(&ev.id);
+        let fp = self.pending.fingerprint(&ev.id);
         let applied_dup = conv.open.as_ref().is_some_and(|open| open.ids.contains(&ev.id));
         if applied_dup || self.pending.contains(conv, &ev.id, fp) {
             self.stats.duplicates += 1;

@@ -14,6 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::hash::BuildHasher;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -68,6 +69,8 @@ const MAX_STEP_BACK: usize = 32;
 
 #[derive(Default)]
 pub struct Reorder {
+    /// Fingerprints ids; they are never stored, so the seed may differ between runs.
+    hasher: hashbrown::DefaultHashBuilder,
     entries: Vec<Option<PendingEvent>>,
     /// One per entry.
     links: Vec<Link>,
@@ -116,50 +119,36 @@ impl<'de> Deserialize<'de> for Reorder {
         let w = Wire::deserialize(d)?;
         let mut keys = w.heap;
         keys.sort_unstable();
-        let (entries, links) = w
+        let mut r = Reorder { free: w.free, queue: keys.into(), ..Default::default() };
+        (r.entries, r.links) = w
             .entries
             .into_iter()
             .map(|e| match e {
                 Some(Entry { ev, next }) => {
-                    let fp = Fingerprint::of(&ev.id).0;
+                    let fp = r.fingerprint(&ev.id).0;
                     (Some(ev), Link { next, fp })
                 }
                 None => (None, Link { next: NIL, fp: 0 }),
             })
             .unzip();
-        Ok(Reorder { entries, links, free: w.free, queue: keys.into(), heap: BinaryHeap::new() })
+        Ok(r)
     }
 }
 
 /// A hash of an event id, for the dedupe walk: computed once per event (for
-/// [`Reorder::contains`], then [`Reorder::push`]). Fixed, so the same in every run.
+/// [`Reorder::contains`], then [`Reorder::push`]) by [`Reorder::fingerprint`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fingerprint(u32);
 
-impl Fingerprint {
-    pub fn of(id: &str) -> Fingerprint {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let b = id.as_bytes();
-        let mut h = (b.len() as u64).wrapping_mul(K);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(31);
-        }
-        let rest = chunks.remainder();
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        Fingerprint((h >> 32) as u32)
-    }
-}
-
 impl Reorder {
+    pub fn fingerprint(&self, id: &str) -> Fingerprint {
+        Fingerprint(self.hasher.hash_one(id) as u32)
+    }
+
     /// Adds an event to the buffer and to its conversation's list; `fp` is the
     /// fingerprint of its id.
     pub fn push(&mut self, conv: &mut Conv, ev: PendingEvent, fp: Fingerprint) {
-        debug_assert_eq!(fp, Fingerprint::of(&ev.id), "the fingerprint of another id");
+        debug_assert_eq!(fp, self.fingerprint(&ev.id), "the fingerprint of another id");
         self.insert(conv, ev, fp);
     }
 
@@ -303,12 +292,12 @@ mod tests {
     }
 
     fn push(r: &mut Reorder, conv: &mut Conv, ev: PendingEvent) {
-        let fp = Fingerprint::of(&ev.id);
+        let fp = r.fingerprint(&ev.id);
         r.push(conv, ev, fp);
     }
 
     fn is_waiting(r: &Reorder, conv: &Conv, id: &str) -> bool {
-        r.contains(conv, id, Fingerprint::of(id))
+        r.contains(conv, id, r.fingerprint(id))
     }
 
     #[test]
