@@ -82,6 +82,9 @@ enum Command {
         addr: String,
         #[arg(default_value = "/healthz")]
         path: String,
+        /// How long the connection and the answer may take.
+        #[arg(long, default_value = "2s")]
+        timeout: Span,
     },
     /// Write a synthetic, seeded event stream.
     Gen {
@@ -215,8 +218,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Probe { addr, path } => {
-            Ok(if verdict::service::http::probe(&addr, &path) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Command::Probe { addr, path, timeout } => {
+            Ok(if verdict::service::http::probe(&addr, &path, timeout.as_std()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Gen { output, fluvio_topic: Some(topic), fluvio_endpoint, fluvio_partitions, config } => {
             debug_assert!(output.is_none());

@@ -192,6 +192,9 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
     let mut rng = Lcg(seed);
     for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
+        // Port 0 until the new one is known: posts in between are refused and resent,
+        // never sent to whatever else takes the old port.
+        port.store(0, std::sync::atomic::Ordering::SeqCst);
         svc.kill9();
         svc.spawn(&[]);
         port.store(svc.port, std::sync::atomic::Ordering::SeqCst);

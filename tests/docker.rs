@@ -118,7 +118,11 @@ fn the_container_config_loads_and_the_dockerfile_inputs_exist() {
 fn the_health_check_command_probes_a_running_service() {
     let mut svc = common::Service::start(&[]);
     let probe = |addr: &str, path: &str| {
-        Command::new(env!("CARGO_BIN_EXE_verdict")).args(["probe", addr, path]).status().unwrap().success()
+        Command::new(env!("CARGO_BIN_EXE_verdict"))
+            .args(["probe", addr, path, "--timeout", "20s"])
+            .status()
+            .unwrap()
+            .success()
     };
     let addr = format!("127.0.0.1:{}", svc.port);
     assert!(probe(&addr, "/healthz"));

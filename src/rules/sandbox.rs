@@ -95,15 +95,17 @@ mod tests {
     fn folding_at_compile_time_is_bounded_too() {
         // Full optimisation runs constant calls while compiling: the limits hold there.
         let engine = build(&Limits::default());
-        let started = std::time::Instant::now();
         for src in [
-            r#"const S = "x".pad(100000000, "y"); fn on_go(c, e) { c.set("s", S) }"#,
-            "const N = range(0, 1000000000).len(); fn on_go(c, e) { c.set(\"n\", N) }",
-            "fn on_go(c, e) { let a = [1]; a.pad(100000000, 0); }",
+            r#"const S = "x".pad(100000000, "y"); S"#,
+            "const N = range(0, 1000000000).len(); N",
+            "let a = [1]; a.pad(100000000, 0); a",
         ] {
-            let _ = engine.compile(src).map(|ast| engine.eval_ast::<rhai::Dynamic>(&ast));
+            let r = engine
+                .compile(src)
+                .map_err(|e| e.to_string())
+                .and_then(|ast| engine.eval_ast::<rhai::Dynamic>(&ast).map_err(|e| e.to_string()));
+            assert!(r.is_err(), "{src} ran past the limits: {r:?}");
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
         assert_eq!(run("hours(24) + minutes(1)").unwrap().as_int().unwrap(), 86_460_000_000_000);
     }
 

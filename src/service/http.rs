@@ -269,11 +269,10 @@ async fn readyz(State(api): State<Api>) -> Response {
     }
 }
 
-/// GETs `path` from `addr` with a 2 s budget; true on status 200.
-pub fn probe(addr: &str, path: &str) -> bool {
+/// GETs `path` from `addr`, each step within `timeout`; true on status 200.
+pub fn probe(addr: &str, path: &str, timeout: std::time::Duration) -> bool {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let timeout = std::time::Duration::from_secs(2);
     let Some(sa) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else { return false };
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&sa, timeout) else { return false };
     let _ = s.set_read_timeout(Some(timeout));

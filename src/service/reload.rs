@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::shared::{ActiveOutcome, ReloadResult, RuleStatus, Shared};
 use super::worker::Control;
@@ -100,7 +100,10 @@ impl Reloader {
                 ReloadResult { at, trigger: trigger.into(), result: "unchanged", error: None }
             }
             Ok(rules) => {
-                if self.worker.send(Control::SetRules(rules.clone())).is_err() {
+                // "ok" once the worker has them: events taken in after this answer
+                // are classified by the new rules.
+                let (applied, taken) = oneshot::channel();
+                if self.worker.send(Control::SetRules(rules.clone(), applied)).is_err() || taken.await.is_err() {
                     return ReloadResult {
                         at,
                         trigger: trigger.into(),

@@ -39,8 +39,13 @@ pub struct Logged {
 
 /// Requests to the worker that do not go through the log.
 pub enum Control {
-    SetRules(Arc<RuleSet>),
-    Conversation { tenant: String, conversation: String, reply: oneshot::Sender<Option<ConversationView>> },
+    /// New rules; the reply says the worker applies them to everything it takes next.
+    SetRules(Arc<RuleSet>, oneshot::Sender<()>),
+    Conversation {
+        tenant: String,
+        conversation: String,
+        reply: oneshot::Sender<Option<ConversationView>>,
+    },
     Checkpoint(oneshot::Sender<Result<u64, String>>),
 }
 
@@ -106,6 +111,8 @@ pub struct Worker {
     /// WAL position of each kept checkpoint, oldest first.
     kept: Vec<u64>,
     index_batch: Vec<(u128, u64)>,
+    /// Usage of the verdicts of the current batch, published once they are written.
+    usage_batch: Aggregates,
 }
 
 /// What recovery found, for the log.
@@ -199,6 +206,7 @@ impl Worker {
             counters: EventCounters::default(),
             kept,
             index_batch: Vec::new(),
+            usage_batch: Aggregates::default(),
         };
         let mut reader = WalReader::open(wal_dir, wal_pos).with_context(|| {
             format!("the write-ahead log in {} cannot be read from position {wal_pos}", wal_dir.display())
@@ -248,14 +256,13 @@ impl Worker {
                 }
             }
         }
-        let (out, shared, index) = (&mut self.out, &self.shared, &mut self.index_batch);
+        let (out, index, usage) = (&mut self.out, &mut self.index_batch, &mut self.usage_batch);
         self.pipeline.drain(|v| match out.write(v) {
             Ok(at) => {
                 if let Some(k) = verdict_key(&v.verdict_id) {
                     index.push((k, at));
                 }
-                let mut periods = shared.usage.entry(v.tenant.clone()).or_default();
-                periods.entry(timestamp::period_of(v.decided_at)).or_default().record(v);
+                usage.record(v);
                 telemetry::verdict(v);
             }
             Err(e) => {
@@ -267,8 +274,16 @@ impl Worker {
         }
         self.out.flush().context("writing verdicts")?;
         self.dead.flush().context("writing dead letters")?;
+        // Published only now: whatever usage shows, its verdicts are in the file and the
+        // audit index already.
         for (k, at) in self.index_batch.drain(..) {
             self.shared.verdicts.insert(k, at);
+        }
+        for (tenant, periods) in std::mem::take(&mut self.usage_batch.tenants) {
+            let mut published = self.shared.usage.entry(tenant).or_default();
+            for (period, usage) in periods {
+                published.entry(period).or_default().merge(&usage);
+            }
         }
         self.counters.publish();
         self.wal_pos = end;
@@ -421,7 +436,10 @@ impl Worker {
                     Err(_) => break,
                 },
                 recv(control) -> msg => match msg {
-                    Ok(Control::SetRules(rules)) => self.pipeline.engine.set_rules(rules),
+                    Ok(Control::SetRules(rules, applied)) => {
+                        self.pipeline.engine.set_rules(rules);
+                        let _ = applied.send(());
+                    }
                     Ok(Control::Conversation { tenant, conversation, reply }) => {
                         let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));
                     }

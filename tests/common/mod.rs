@@ -130,6 +130,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The port of the service's `verdict: listening on http://127.0.0.1:PORT` line.
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log.lines().find_map(|l| l.strip_prefix("verdict: listening on http://"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -168,15 +174,17 @@ impl Service {
         self.dir.path().join(format!("stderr-{}.log", self.runs))
     }
 
-    /// Starts (or restarts) the process and waits until it is ready.
+    /// Starts (or restarts) the process and waits until it is ready. It listens on a
+    /// port the system picks and names in its log: a port found free here and bound
+    /// later by the service could be taken by a parallel test in between.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
-        self.port = free_port();
+        self.port = 0;
         self.runs += 1;
         let stderr = std::fs::File::create(self.log()).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_verdict"));
         cmd.current_dir(self.dir.path())
             .arg("run")
-            .args(["--rules", "rules", "--state-dir", "state", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--rules", "rules", "--state-dir", "state", "--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env("VERDICT_LOG", "warn,verdict=info")
             .stdin(Stdio::null())
@@ -191,7 +199,10 @@ impl Service {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("verdict run exited with {status} at startup:\n{}", self.stderr());
             }
-            if self.get("/readyz").0 == 200 {
+            if self.port == 0 {
+                self.port = listening_port(&self.stderr()).unwrap_or(0);
+            }
+            if self.port != 0 && self.get("/readyz").0 == 200 {
                 return;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "not ready in 60s:\n{}", self.stderr());
@@ -257,7 +268,8 @@ impl Service {
         }
     }
 
-    /// Polls `path` until `ok` holds (10 s at most) and returns the last answer.
+    /// Polls `path` until `ok` holds (60 s at most: a loaded machine is slow, and a
+    /// passing run returns as soon as it holds) and returns the last answer.
     pub fn wait_for(&self, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
@@ -265,7 +277,7 @@ impl Service {
             if status == 200 && ok(&v) {
                 return v;
             }
-            if started.elapsed() > Duration::from_secs(10) {
+            if started.elapsed() > Duration::from_secs(60) {
                 panic!("GET {path} never satisfied the condition; last answer {status}: {v}\n{}", self.stderr());
             }
             std::thread::sleep(Duration::from_millis(20));
