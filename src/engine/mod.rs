@@ -5,12 +5,14 @@
 
 pub mod idlist;
 pub mod inspect;
+pub mod prefetch;
 pub mod reorder;
 pub mod snapshot;
 pub mod state;
 pub mod timers;
 pub mod watermark;
 
+use std::cmp::Reverse;
 use std::sync::Arc;
 
 use rhai::ImmutableString;
@@ -24,7 +26,7 @@ use crate::rules::{Outcome, RuleSet};
 use crate::timestamp::{Nanos, Span, NANOS_PER_DAY};
 use crate::verdicts::{verdict_id, Verdict, RULE_ERROR};
 use reorder::{PendingEvent, Reorder};
-use state::{ConvTable, NIL};
+use state::{ConvTable, Prefetch, NIL};
 use timers::{TimerEntry, TimerKind, TimerQueue};
 use watermark::Watermark;
 
@@ -271,6 +273,12 @@ impl Engine {
             match self.timers.peek_due(wm) {
                 Some(d) if next_event.is_none_or(|ts| d <= ts) => {
                     if let Some(t) = self.timers.pop() {
+                        // A pipeline over the coming timers: the open state of the next
+                        // (whose slot was asked for one fire ago), the slots of the two
+                        // that may follow it.
+                        for (i, Reverse(next)) in self.timers.soon().iter().enumerate() {
+                            self.convs.prefetch(next.slot, if i == 0 { Prefetch::Open } else { Prefetch::Slot });
+                        }
                         self.fire(t);
                     }
                     continue;

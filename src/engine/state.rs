@@ -95,6 +95,15 @@ impl OpenState {
     }
 }
 
+/// What [`ConvTable::prefetch`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    /// The slot itself.
+    Slot,
+    /// The open state the slot points to.
+    Open,
+}
+
 /// The conversation table.
 pub struct ConvTable {
     slots: Vec<Conv>,
@@ -233,6 +242,18 @@ impl ConvTable {
     #[inline]
     pub fn get_mut(&mut self, slot: u32) -> &mut Conv {
         &mut self.slots[slot as usize]
+    }
+
+    /// Prefetches what a timer of the conversation in `slot` is about to read, a step
+    /// at a time: each step reads what the one before brought into the cache.
+    #[inline]
+    pub fn prefetch(&self, slot: u32, step: Prefetch) {
+        let Some(c) = self.slots.get(slot as usize) else { return };
+        match (step, &c.open) {
+            (Prefetch::Slot, _) => super::prefetch::prefetch(c),
+            (Prefetch::Open, Some(o)) => super::prefetch::prefetch::<OpenState>(o),
+            _ => {}
+        }
     }
 
     /// Whether `slot` still holds the conversation of generation `gen`.

@@ -116,6 +116,13 @@ impl TimerQueue {
         self.near.pop().map(|Reverse(e)| e)
     }
 
+    /// The next entry to pop and the two that may follow it (the heap's top and its
+    /// children), for prefetching.
+    pub fn soon(&self) -> &[Reverse<TimerEntry>] {
+        let s = self.near.as_slice();
+        &s[..s.len().min(3)]
+    }
+
     /// Entries queued, stale ones included.
     pub fn len(&self) -> usize {
         self.entries().count()
@@ -226,7 +233,15 @@ mod tests {
                         if want.is_none() {
                             break;
                         }
-                        proptest::prop_assert_eq!(q.pop(), reference.pop().map(|Reverse(e)| e));
+                        // The engine's prefetch pipeline: `soon` starts with the entry
+                        // popped next, and the heap's next top is among the rest.
+                        let soon: Vec<TimerEntry> = q.soon().iter().map(|Reverse(e)| e.clone()).collect();
+                        let popped = q.pop();
+                        proptest::prop_assert_eq!(soon.first(), popped.as_ref());
+                        if let Some(Reverse(next)) = q.soon().first() {
+                            proptest::prop_assert!(soon[1..].contains(next));
+                        }
+                        proptest::prop_assert_eq!(popped, reference.pop().map(|Reverse(e)| e));
                     }
                 }
                 proptest::prop_assert_eq!(q.len(), reference.len());
