@@ -193,7 +193,9 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     let max_body = usize::try_from(cfg.max_body_bytes()).unwrap_or(usize::MAX);
     shared.ready.store(true, Ordering::Release);
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    eprintln!("verdict: listening on http://{}", listener.local_addr()?);
+    // One write, so a reader of the log never sees half the address.
+    let line = format!("verdict: listening on http://{}\n", listener.local_addr()?);
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     let upkeep = {
         let m = metrics.clone();
         tokio::spawn(async move {

@@ -100,10 +100,8 @@ impl Reloader {
                 ReloadResult { at, trigger: trigger.into(), result: "unchanged", error: None }
             }
             Ok(rules) => {
-                // "ok" once the worker has them: events taken in after this answer
-                // are classified by the new rules.
                 let (applied, taken) = oneshot::channel();
-                if self.worker.send(Control::SetRules(rules.clone(), applied)).is_err() || taken.await.is_err() {
+                if self.worker.send(Control::SetRules(rules.clone(), applied)).is_err() {
                     return ReloadResult {
                         at,
                         trigger: trigger.into(),
@@ -119,7 +117,16 @@ impl Reloader {
                 metrics::gauge!(telemetry::RULES_OK).set(1.0);
                 *current = rules;
                 loaded_at = Some(at.clone());
-                ReloadResult { at, trigger: trigger.into(), result: "ok", error: None }
+                let result = ReloadResult { at, trigger: trigger.into(), result: "ok", error: None };
+                // The status is recorded before waiting, so a caller that goes away
+                // meanwhile (a dropped HTTP request) leaves it true to what the worker
+                // runs; "ok" is answered once the worker has the rules, so events
+                // taken in after it are classified by them.
+                self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));
+                if taken.await.is_err() {
+                    return ReloadResult { error: Some("the worker stopped".into()), result: "rejected", ..result };
+                }
+                return result;
             }
         };
         self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));

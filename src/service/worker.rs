@@ -245,6 +245,9 @@ impl Worker {
 
     /// Applies one log entry ending at `end`.
     pub fn apply(&mut self, end: u64, input: &Input) -> anyhow::Result<()> {
+        // Whatever a failed call left is not published (nor counted twice).
+        self.index_batch.clear();
+        self.usage_batch.tenants.clear();
         let mut io_err: Option<std::io::Error> = None;
         match input {
             Input::Records(r) => self.apply_records(r, &mut io_err),

@@ -132,8 +132,11 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// The port of the service's `verdict: listening on http://127.0.0.1:PORT` line.
 fn listening_port(log: &str) -> Option<u16> {
-    let line = log.lines().find_map(|l| l.strip_prefix("verdict: listening on http://"))?;
-    line.rsplit(':').next()?.trim().parse().ok()
+    // Only a whole line: one read may catch the line half written.
+    let line = log.split_inclusive('\n').find_map(|l| l.strip_prefix("verdict: listening on http://"))?;
+    let (host, port) = line.strip_suffix('\n')?.rsplit_once(':')?;
+    host.parse::<std::net::IpAddr>().ok()?;
+    port.parse().ok()
 }
 
 pub fn free_port() -> u16 {
