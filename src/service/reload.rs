@@ -88,6 +88,7 @@ impl Reloader {
             .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
         let at = format_rfc3339(now());
         let mut loaded_at = self.shared.rules.load().loaded_at.clone();
+        let mut applied = None;
         let result = match candidate {
             Err(error) => {
                 tracing::error!("rules reload ({trigger}) rejected; the previous rules keep running:\n{error}");
@@ -100,8 +101,8 @@ impl Reloader {
                 ReloadResult { at, trigger: trigger.into(), result: "unchanged", error: None }
             }
             Ok(rules) => {
-                let (applied, taken) = oneshot::channel();
-                if self.worker.send(Control::SetRules(rules.clone(), applied)).is_err() {
+                let (ack, taken) = oneshot::channel();
+                if self.worker.send(Control::SetRules(rules.clone(), ack)).is_err() {
                     return ReloadResult {
                         at,
                         trigger: trigger.into(),
@@ -109,6 +110,7 @@ impl Reloader {
                         error: Some("the worker stopped".into()),
                     };
                 }
+                applied = Some(taken);
                 tracing::info!(
                     "rules reloaded ({trigger}): {}",
                     rules.outcomes.iter().map(|o| format!("{} {}", o.name, o.version)).collect::<Vec<_>>().join(", ")
@@ -117,19 +119,18 @@ impl Reloader {
                 metrics::gauge!(telemetry::RULES_OK).set(1.0);
                 *current = rules;
                 loaded_at = Some(at.clone());
-                let result = ReloadResult { at, trigger: trigger.into(), result: "ok", error: None };
-                // The status is recorded before waiting, so a caller that goes away
-                // meanwhile (a dropped HTTP request) leaves it true to what the worker
-                // runs; "ok" is answered once the worker has the rules, so events
-                // taken in after it are classified by them.
-                self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));
-                if taken.await.is_err() {
-                    return ReloadResult { error: Some("the worker stopped".into()), result: "rejected", ..result };
-                }
-                return result;
+                ReloadResult { at, trigger: trigger.into(), result: "ok", error: None }
             }
         };
+        // The status is recorded before waiting, so a caller that goes away meanwhile (a
+        // dropped HTTP request) leaves it true to what the worker runs; "ok" is answered
+        // once the worker has the rules, so events taken in after it are classified by them.
         self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));
+        if let Some(taken) = applied {
+            if taken.await.is_err() {
+                return ReloadResult { error: Some("the worker stopped".into()), result: "rejected", ..result };
+            }
+        }
         result
     }
 

@@ -111,8 +111,9 @@ pub struct Worker {
     /// WAL position of each kept checkpoint, oldest first.
     kept: Vec<u64>,
     index_batch: Vec<(u128, u64)>,
-    /// Usage of the verdicts of the current batch, published once they are written.
-    usage_batch: Aggregates,
+    /// Tenants and periods the current batch's verdicts counted in; their usage (kept
+    /// by the pipeline) is published once those verdicts are written.
+    usage_touched: BTreeMap<String, Vec<String>>,
 }
 
 /// What recovery found, for the log.
@@ -206,7 +207,7 @@ impl Worker {
             counters: EventCounters::default(),
             kept,
             index_batch: Vec::new(),
-            usage_batch: Aggregates::default(),
+            usage_touched: BTreeMap::new(),
         };
         let mut reader = WalReader::open(wal_dir, wal_pos).with_context(|| {
             format!("the write-ahead log in {} cannot be read from position {wal_pos}", wal_dir.display())
@@ -247,7 +248,7 @@ impl Worker {
     pub fn apply(&mut self, end: u64, input: &Input) -> anyhow::Result<()> {
         // Whatever a failed call left is not published (nor counted twice).
         self.index_batch.clear();
-        self.usage_batch.tenants.clear();
+        self.usage_touched.clear();
         let mut io_err: Option<std::io::Error> = None;
         match input {
             Input::Records(r) => self.apply_records(r, &mut io_err),
@@ -259,13 +260,21 @@ impl Worker {
                 }
             }
         }
-        let (out, index, usage) = (&mut self.out, &mut self.index_batch, &mut self.usage_batch);
+        let (out, index, touched) = (&mut self.out, &mut self.index_batch, &mut self.usage_touched);
         self.pipeline.drain(|v| match out.write(v) {
             Ok(at) => {
                 if let Some(k) = verdict_key(&v.verdict_id) {
                     index.push((k, at));
                 }
-                usage.record(v);
+                let mut buf = [0u8; 16];
+                let period = timestamp::period_str(v.decided_at, &mut buf);
+                match touched.get_mut(v.tenant.as_str()) {
+                    Some(periods) if periods.iter().any(|p| p == period) => {}
+                    Some(periods) => periods.push(period.to_owned()),
+                    None => {
+                        touched.insert(v.tenant.clone(), vec![period.to_owned()]);
+                    }
+                }
                 telemetry::verdict(v);
             }
             Err(e) => {
@@ -282,10 +291,13 @@ impl Worker {
         for (k, at) in self.index_batch.drain(..) {
             self.shared.verdicts.insert(k, at);
         }
-        for (tenant, periods) in std::mem::take(&mut self.usage_batch.tenants) {
+        for (tenant, periods) in std::mem::take(&mut self.usage_touched) {
+            let Some(kept) = self.pipeline.summary.usage.tenants.get(&tenant) else { continue };
             let mut published = self.shared.usage.entry(tenant).or_default();
-            for (period, usage) in periods {
-                published.entry(period).or_default().merge(&usage);
+            for period in periods {
+                if let Some(usage) = kept.get(&period) {
+                    published.insert(period, usage.clone());
+                }
             }
         }
         self.counters.publish();
