@@ -14,6 +14,7 @@ pub mod rules;
 pub mod service;
 pub mod sinks;
 pub mod sources;
+pub mod statedir;
 pub mod summary;
 pub mod telemetry;
 pub mod timestamp;

@@ -35,6 +35,7 @@ pub const CHECKPOINT_AGE: &str = "verdict_checkpoint_age_seconds";
 pub const CHECKPOINT_BYTES: &str = "verdict_checkpoint_size_bytes";
 pub const CHECKPOINT_FAILURES: &str = "verdict_checkpoint_failures_total";
 pub const CHECKPOINTS_REJECTED: &str = "verdict_checkpoints_rejected_total";
+pub const RECOVERY_PROBLEMS: &str = "verdict_recovery_problems_total";
 pub const WAL_SYNC: &str = "verdict_wal_sync_duration_seconds";
 pub const WAL_BYTES: &str = "verdict_wal_written_bytes_total";
 pub const BACKLOG: &str = "verdict_backlog_bytes";
@@ -72,6 +73,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (CHECKPOINT_BYTES, "gauge", "Size of the last checkpoint."),
     (CHECKPOINT_FAILURES, "counter", "Checkpoints that could not be written."),
     (CHECKPOINTS_REJECTED, "counter", "Torn or corrupt checkpoints skipped at startup."),
+    (
+        RECOVERY_PROBLEMS,
+        "counter",
+        "Problems recovery found and went on past, by problem: torn_tail, checkpoint_rejected, and with \
+         --accept-loss log_damaged, log_short, log_missing, foreign_checkpoint, output_short.",
+    ),
     (WAL_SYNC, "histogram", "Time of one write-ahead log group commit (write and fsync)."),
     (WAL_BYTES, "counter", "Bytes appended to the write-ahead log."),
     (BACKLOG, "gauge", "Bytes in the log not yet classified."),
@@ -127,6 +134,9 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     }
     for r in crate::decode::RejectReason::ALL {
         metrics::counter!(REJECTED, "reason" => r.as_str()).increment(0);
+    }
+    for p in crate::service::recovery::Problem::ALL {
+        metrics::counter!(RECOVERY_PROBLEMS, "problem" => p.as_str()).increment(0);
     }
     Ok(handle)
 }

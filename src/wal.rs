@@ -27,6 +27,11 @@ pub enum WalError {
     PastEnd { wanted: u64, end: u64 },
     #[error("an entry of {0} bytes is over the limit of {MAX_ENTRY_BYTES}")]
     TooLarge(usize),
+    #[error(
+        "{path} is damaged at byte {offset} ({cause}), and valid log entries follow it ({after} bytes): \
+         cutting the log there would throw away more than a torn last entry"
+    )]
+    Damaged { path: PathBuf, offset: u64, cause: String, after: u64 },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -86,6 +91,27 @@ pub struct Recovery {
     pub truncated_bytes: u64,
     /// Where a torn tail was cut: the segment and the offset in it.
     pub cut_at: Option<(PathBuf, u64)>,
+    /// The cut took more than a torn last entry (allowed by the caller): why.
+    pub damaged: Option<String>,
+}
+
+/// Whether a whole, valid entry follows the bad entry at `at` (whose header is `h`):
+/// then the bad bytes are damage inside the log, not a torn last entry (a write cut
+/// short by a crash ends the log). Returns the bytes from that valid entry to the end.
+fn valid_entry_after(f: &mut File, at: u64, size: u64) -> io::Result<Option<u64>> {
+    let mut h = [0u8; 8];
+    f.seek(SeekFrom::Start(at))?;
+    if size - at < HEADER || f.read_exact(&mut h).is_err() {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as u64;
+    let next = at + HEADER + len;
+    if len > MAX_ENTRY_BYTES as u64 || next >= size {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(next))?;
+    let mut r = io::BufReader::new(f);
+    Ok(matches!(read_entry(&mut r, size - next)?, Ok(Some(_))).then_some(size - next))
 }
 
 /// The writer.
@@ -103,7 +129,9 @@ pub struct Wal {
 }
 
 impl Wal {
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Recovery), WalError> {
+    /// Opens the log in `dir`, cutting a torn last entry off its end. Damage with more
+    /// log after it is an error unless `accept_damage`, which cuts there too and says so.
+    pub fn open(dir: &Path, segment_bytes: u64, accept_damage: bool) -> Result<(Wal, Recovery), WalError> {
         std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         let starts = segments(dir)?;
         let mut rec = Recovery::default();
@@ -126,14 +154,27 @@ impl Wal {
                 let size = f.metadata().map_err(io_err("reading", &p))?.len();
                 let mut r = io::BufReader::new(&mut f);
                 let mut good = 0u64;
+                let mut bad = None;
                 loop {
                     match read_entry(&mut r, size - good).map_err(io_err("reading", &p))? {
                         Ok(Some(payload)) => good += HEADER + payload.len() as u64,
                         Ok(None) => break,
-                        Err(_) => break,
+                        Err(cause) => {
+                            bad = Some(cause);
+                            break;
+                        }
                     }
                 }
                 drop(r);
+                if let Some(cause) = bad {
+                    if let Some(after) = valid_entry_after(&mut f, good, size).map_err(io_err("reading", &p))? {
+                        let damage = WalError::Damaged { path: p.clone(), offset: good, cause, after };
+                        if !accept_damage {
+                            return Err(damage);
+                        }
+                        rec.damaged = Some(damage.to_string());
+                    }
+                }
                 if good < size {
                     f.set_len(good).map_err(io_err("truncating", &p))?;
                     f.sync_all().map_err(io_err("syncing", &p))?;
@@ -195,12 +236,16 @@ impl Wal {
 
     fn roll(&mut self) -> Result<(), WalError> {
         self.flush_buf()?;
-        let next = self.start + self.len;
-        let p = segment_path(&self.dir, next);
+        self.start_segment(self.start + self.len)
+    }
+
+    /// Starts a new segment at position `at` (buffered entries already written).
+    fn start_segment(&mut self, at: u64) -> Result<(), WalError> {
+        let p = segment_path(&self.dir, at);
         let f = OpenOptions::new().create(true).write(true).truncate(true).open(&p).map_err(io_err("creating", &p))?;
         let old = std::mem::replace(&mut self.file, f);
         self.unsynced.push(old);
-        self.start = next;
+        self.start = at;
         self.len = 0;
         self.new_segment = true;
         Ok(())
@@ -217,6 +262,17 @@ impl Wal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// Continues the log at `pos`, past its end, in a new segment: after a loss the
+    /// operator accepted, so positions stay those the newest checkpoint recorded.
+    pub fn skip_to(&mut self, pos: u64) -> Result<(), WalError> {
+        if pos <= self.end() {
+            return Ok(());
+        }
+        self.flush_buf()?;
+        self.start_segment(pos)?;
+        self.sync()
     }
 
     /// Removes segments whose entries all end at or before `pos`; never the current one.
@@ -321,7 +377,7 @@ mod tests {
     #[test]
     fn round_trip_across_segments_and_reopen() {
         let d = tempfile::tempdir().unwrap();
-        let (mut w, rec) = Wal::open(d.path(), 64).unwrap();
+        let (mut w, rec) = Wal::open(d.path(), 64, false).unwrap();
         assert_eq!(rec.end, 0);
         let mut ends = vec![];
         for i in 0..20u8 {
@@ -336,7 +392,7 @@ mod tests {
         assert_eq!(all(d.path(), ends[9]).len(), 11, "reads from any entry boundary");
         let end = w.end();
         drop(w);
-        let (mut w, rec) = Wal::open(d.path(), 64).unwrap();
+        let (mut w, rec) = Wal::open(d.path(), 64, false).unwrap();
         assert_eq!((rec.end, rec.truncated_bytes), (end, 0));
         w.append(b"more").unwrap();
         w.sync().unwrap();
@@ -350,7 +406,7 @@ mod tests {
     #[test]
     fn a_torn_or_corrupt_tail_is_cut() {
         let d = tempfile::tempdir().unwrap();
-        let (mut w, _) = Wal::open(d.path(), 1 << 20).unwrap();
+        let (mut w, _) = Wal::open(d.path(), 1 << 20, false).unwrap();
         w.append(b"one").unwrap();
         let (_, good) = w.append(b"two").unwrap();
         w.append(b"three-three").unwrap();
@@ -361,7 +417,7 @@ mod tests {
         // Torn: cut mid-entry.
         OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
         assert_eq!(all(d.path(), 0).len(), 2, "the reader stops before a torn entry");
-        let (w, rec) = Wal::open(d.path(), 1 << 20).unwrap();
+        let (w, rec) = Wal::open(d.path(), 1 << 20, false).unwrap();
         assert_eq!((rec.end, rec.truncated_bytes), (good, len - 3 - good));
         drop(w);
         // Corrupt: flip a payload byte of the last entry.
@@ -369,15 +425,51 @@ mod tests {
         let n = bytes.len();
         bytes[n - 1] ^= 0xff;
         std::fs::write(&seg, &bytes).unwrap();
-        let (_, rec) = Wal::open(d.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(d.path(), 1 << 20, false).unwrap();
         assert_eq!(rec.end, good - (HEADER + 3));
         assert_eq!(all(d.path(), 0), vec![b"one".to_vec()]);
     }
 
     #[test]
+    fn damage_with_valid_entries_after_it_is_refused_unless_accepted() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(d.path(), 1 << 20, false).unwrap();
+        let (_, first) = w.append(b"one").unwrap();
+        w.append(b"two").unwrap();
+        w.append(b"three").unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let seg = segment_path(d.path(), 0);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[first as usize + HEADER as usize] ^= 0xff; // "two" fails its checksum
+        std::fs::write(&seg, &bytes).unwrap();
+        let Err(e) = Wal::open(d.path(), 1 << 20, false) else { panic!("a damaged log opened") };
+        assert!(matches!(e, WalError::Damaged { offset, after, .. } if offset == first && after == HEADER + 5), "{e}");
+        assert_eq!(std::fs::read(&seg).unwrap(), bytes, "a refused open changes nothing");
+        let (w, rec) = Wal::open(d.path(), 1 << 20, true).unwrap();
+        assert_eq!((w.end(), rec.truncated_bytes), (first, bytes.len() as u64 - first));
+        assert!(rec.damaged.unwrap().contains("checksum"));
+    }
+
+    #[test]
+    fn skip_to_continues_past_a_lost_stretch() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut w, _) = Wal::open(d.path(), 1 << 20, false).unwrap();
+        w.append(b"one").unwrap();
+        w.sync().unwrap();
+        w.skip_to(500).unwrap();
+        assert_eq!(w.append(b"two").unwrap(), (500, 500 + HEADER + 3));
+        w.sync().unwrap();
+        drop(w);
+        let (w, _) = Wal::open(d.path(), 1 << 20, false).unwrap();
+        assert_eq!(w.end(), 500 + HEADER + 3);
+        assert_eq!(all(d.path(), 500), vec![b"two".to_vec()]);
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let d = tempfile::tempdir().unwrap();
-        let (mut w, _) = Wal::open(d.path(), 1 << 20).unwrap();
+        let (mut w, _) = Wal::open(d.path(), 1 << 20, false).unwrap();
         w.append(b"ok").unwrap();
         w.sync().unwrap();
         drop(w);
@@ -386,7 +478,7 @@ mod tests {
         bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4, 5, 6, 7]);
         std::fs::write(&seg, &bytes).unwrap();
         assert_eq!(all(d.path(), 0).len(), 1);
-        let (_, rec) = Wal::open(d.path(), 1 << 20).unwrap();
+        let (_, rec) = Wal::open(d.path(), 1 << 20, false).unwrap();
         assert_eq!(rec.truncated_bytes, 11);
     }
 }

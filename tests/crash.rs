@@ -8,74 +8,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{diff, lines, once, Service};
-
-/// A generated stream plus one far-later event, so every window of the stream closes
-/// in the service (whose watermark trails the newest event) as in a replay.
-fn events(dir: &Path, conversations: u32, seed: u64) -> Vec<u8> {
-    let gen = dir.join("gen.ndjson");
-    let st = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .args(["gen", "--conversations", &conversations.to_string(), "--tenants", "12"])
-        .args(["--seed", &seed.to_string(), "--duplicates", "0.02", "--bad", "0.01", "--output"])
-        .arg(&gen)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let mut bytes = std::fs::read(&gen).unwrap();
-    bytes.extend_from_slice(
-        br#"{"id":"sentinel","type":"conversation.started","tenant":"zz-sentinel","conversation":"s","ts":"2030-01-01T00:00:00Z"}"#,
-    );
-    bytes.push(b'\n');
-    bytes
-}
-
-/// Verdicts and dead letters of an uninterrupted replay, as sets of lines.
-/// A generated stream written to `full.ndjson`, with the verdicts and dead letters one
-/// replay of it gives.
-fn replayed_stream(
-    dir: &Path,
-    conversations: u32,
-    seed: u64,
-) -> (Vec<u8>, PathBuf, (BTreeSet<String>, BTreeSet<String>)) {
-    let all = events(dir, conversations, seed);
-    let full = dir.join("full.ndjson");
-    std::fs::write(&full, &all).unwrap();
-    let want = expected(dir, &full);
-    (all, full, want)
-}
-
-fn expected(dir: &Path, input: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
-    let (out, dead) = (dir.join("expected.ndjson"), dir.join("expected-dead.ndjson"));
-    let st = Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .current_dir(common::root())
-        .args(["replay", "--output"])
-        .arg(&out)
-        .arg("--dead-letter")
-        .arg(&dead)
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    (lines(&out).into_iter().collect(), lines(&dead).into_iter().collect())
-}
-
-/// Waits until the service has written `n` verdicts.
-fn wait_for_verdicts(svc: &Service, n: usize) {
-    let started = Instant::now();
-    while lines(&svc.output()).len() < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "only {} of {n} verdicts:\n{}",
-            lines(&svc.output()).len(),
-            svc.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{diff, once, replayed_stream, wait_for_verdicts, Service};
 
 fn service_args(input: &Path, checkpoint: &str) -> Vec<String> {
     [

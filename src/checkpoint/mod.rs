@@ -160,17 +160,32 @@ impl CheckpointStore {
         Ok(payload)
     }
 
+    /// Sequence numbers of the checkpoints present, newest first.
+    pub fn newest_first(&self) -> Result<Vec<u64>, CheckpointError> {
+        let mut seqs = self.list()?;
+        seqs.reverse();
+        Ok(seqs)
+    }
+
+    /// Reads and verifies checkpoint `seq`.
+    pub fn load(&self, seq: u64, version: u32) -> Result<Good, Rejected> {
+        let path = self.path(seq);
+        match Self::read(&path, version) {
+            Ok(payload) => Ok(Good { seq, path, payload }),
+            Err(cause) => Err(Rejected { path, cause }),
+        }
+    }
+
     /// The newest checkpoint that verifies; the newer ones that do not, with why.
     pub fn load_latest(&self, version: u32) -> Result<Loaded, CheckpointError> {
         let mut loaded = Loaded::default();
-        for seq in self.list()?.into_iter().rev() {
-            let path = self.path(seq);
-            match Self::read(&path, version) {
-                Ok(payload) => {
-                    loaded.newest = Some(Good { seq, path, payload });
+        for seq in self.newest_first()? {
+            match self.load(seq, version) {
+                Ok(good) => {
+                    loaded.newest = Some(good);
                     break;
                 }
-                Err(cause) => loaded.rejected.push(Rejected { path, cause }),
+                Err(r) => loaded.rejected.push(r),
             }
         }
         Ok(loaded)

@@ -112,6 +112,15 @@ pub struct RunConfig {
     /// Fluvio topic dead letters are produced to, keyed by source. Off when unset.
     #[arg(long)]
     pub fluvio_dead_letter_topic: Option<String>,
+    /// Start even when recovery finds logged input or written output missing (a log that
+    /// ends before the newest checkpoint's position or is damaged inside, a checkpoint
+    /// from another state directory, an output file shorter than its checkpoint
+    /// recorded): what is missing is reported, counted and given up. Without it,
+    /// recovery refuses and says what it found and the safe way out. Command line only,
+    /// so it is never left on in a config file [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip)]
+    pub accept_loss: Option<bool>,
 }
 
 macro_rules! getters {
@@ -144,6 +153,7 @@ getters! {
     fluvio_endpoint: String = "127.0.0.1:9003".to_string();
     fluvio_partitions: PartitionSet = PartitionSet::All;
     fluvio_start: StartAt = StartAt::Beginning;
+    accept_loss: bool = false;
 }
 
 impl RunConfig {
@@ -206,7 +216,8 @@ impl RunConfig {
             fluvio_partitions,
             fluvio_start,
             fluvio_verdict_topic,
-            fluvio_dead_letter_topic
+            fluvio_dead_letter_topic,
+            accept_loss
         )
     }
 }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod http;
 pub mod input;
+pub mod recovery;
 pub mod reload;
 pub mod sequencer;
 pub mod shared;
@@ -25,8 +26,10 @@ use anyhow::Context;
 use crate::engine::EngineConfig;
 use crate::rules::{sandbox, Limits};
 use crate::sinks::fluvio::{FileSink, KeyField};
+use crate::statedir::StateDir;
 use crate::wal::Wal;
 pub use config::RunConfig;
+use recovery::{Policy, Problem};
 use shared::Shared;
 use worker::{LiveTime, Worker};
 
@@ -44,8 +47,9 @@ pub fn run(cfg: RunConfig) -> anyhow::Result<()> {
 async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     let metrics = crate::telemetry::install()?;
     let state_dir = cfg.state_dir();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state dir {}", state_dir.display()))?;
+    // Before anything in the directory is touched: one process per state directory.
+    let mut dir = StateDir::lock(&state_dir, "verdict run")?;
+    let policy = Policy { accept_loss: cfg.accept_loss() };
     let rules_dir = cfg.rules();
     let rhai = Arc::new(sandbox::build(&Limits::default()));
     let rules = {
@@ -57,10 +61,24 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
 
     let shared = Arc::new(Shared::new(cfg.output(), cfg.max_backlog_bytes()));
     let wal_dir = state_dir.join("wal");
-    let (wal, cut) = Wal::open(&wal_dir, cfg.wal_segment_bytes())
-        .with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?;
-    if cut.truncated_bytes > 0 {
-        tracing::warn!("cut a torn tail of {} bytes from the write-ahead log", cut.truncated_bytes);
+    let (mut wal, cut) = match Wal::open(&wal_dir, cfg.wal_segment_bytes(), policy.accept_loss) {
+        Err(e @ crate::wal::WalError::Damaged { .. }) => {
+            let way_out = "restore the log from a copy, or move the state directory aside and rebuild from the \
+                           sources; --accept-loss cuts the log at the damage, and the input after it is lost";
+            policy.found(Problem::LogDamaged, &e.to_string(), way_out)?;
+            return Err(e.into());
+        }
+        other => other.with_context(|| format!("cannot open the write-ahead log in {}", wal_dir.display()))?,
+    };
+    if let Some(damage) = &cut.damaged {
+        policy.found(Problem::LogDamaged, damage, "")?;
+    } else if let Some((segment, at)) = &cut.cut_at {
+        let what = format!(
+            "cut a torn last entry of {} bytes (never acknowledged) from {} at byte {at}",
+            cut.truncated_bytes,
+            segment.display()
+        );
+        policy.found(Problem::TornTail, &what, "")?;
     }
     let engine_cfg = EngineConfig { lateness: cfg.lateness(), retain_decided: cfg.retain_decided() };
     let live = LiveTime {
@@ -70,11 +88,12 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         max_future_skew: cfg.reject_future().then(|| cfg.max_future_skew()),
     };
     let started = std::time::Instant::now();
-    let (mut worker, recovered) = {
-        let (rhai, rules, shared, state_dir, out, dead, wal_dir) =
-            (rhai.clone(), rules.clone(), shared.clone(), state_dir.clone(), cfg.output(), cfg.dead_letter(), wal_dir);
+    let (mut worker, recovered, wal, mut dir) = {
+        let (rhai, rules, shared, out, dead) =
+            (rhai.clone(), rules.clone(), shared.clone(), cfg.output(), cfg.dead_letter());
         tokio::task::spawn_blocking(move || {
-            Worker::recover(engine_cfg, live, rhai, rules, shared, &state_dir, &out, &dead, &wal_dir)
+            Worker::recover(engine_cfg, live, rhai, rules, shared, &mut dir, &out, &dead, &mut wal, policy)
+                .map(|(w, r)| (w, r, wal, dir))
         })
         .await??
     };
@@ -191,6 +210,7 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen()))?;
     let max_body = usize::try_from(cfg.max_body_bytes()).unwrap_or(usize::MAX);
+    dir.set_listen(listener.local_addr()?.to_string())?;
     shared.ready.store(true, Ordering::Release);
     tracing::info!("listening on http://{}", listener.local_addr()?);
     // One write, so a reader of the log never sees half the address.

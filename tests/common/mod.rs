@@ -120,6 +120,68 @@ pub fn exercised_metrics() -> (Service, String) {
 /// shipped to Fluvio), which `exercised_metrics` does not bring about.
 pub const LATER_METRICS: [&str; 2] = [verdict::telemetry::RULE_ERRORS, verdict::telemetry::SINK_RECORDS];
 
+/// A generated stream plus one far-later event, so every window of the stream closes
+/// in the service (whose watermark trails the newest event) as in a replay.
+pub fn events(dir: &Path, conversations: u32, seed: u64) -> Vec<u8> {
+    let gen = dir.join("gen.ndjson");
+    let st = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .args(["gen", "--conversations", &conversations.to_string(), "--tenants", "12"])
+        .args(["--seed", &seed.to_string(), "--duplicates", "0.02", "--bad", "0.01", "--output"])
+        .arg(&gen)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let mut bytes = std::fs::read(&gen).unwrap();
+    bytes.extend_from_slice(
+        br#"{"id":"sentinel","type":"conversation.started","tenant":"zz-sentinel","conversation":"s","ts":"2030-01-01T00:00:00Z"}"#,
+    );
+    bytes.push(b'\n');
+    bytes
+}
+
+/// A generated stream written to `full.ndjson`, with the verdicts and dead letters one
+/// replay of it gives.
+pub fn replayed_stream(
+    dir: &Path,
+    conversations: u32,
+    seed: u64,
+) -> (Vec<u8>, PathBuf, (BTreeSet<String>, BTreeSet<String>)) {
+    let all = events(dir, conversations, seed);
+    let full = dir.join("full.ndjson");
+    std::fs::write(&full, &all).unwrap();
+    let want = expected(dir, &full);
+    (all, full, want)
+}
+
+pub fn expected(dir: &Path, input: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (out, dead) = (dir.join("expected.ndjson"), dir.join("expected-dead.ndjson"));
+    let st = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(root())
+        .args(["replay", "--output"])
+        .arg(&out)
+        .arg("--dead-letter")
+        .arg(&dead)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    (lines(&out).into_iter().collect(), lines(&dead).into_iter().collect())
+}
+
+/// Waits until the service has written `n` verdicts.
+pub fn wait_for_verdicts(svc: &Service, n: usize) {
+    let started = Instant::now();
+    while lines(&svc.output()).len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {n} verdicts:\n{}",
+            lines(&svc.output()).len(),
+            svc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -211,6 +273,34 @@ impl Service {
             assert!(started.elapsed() < Duration::from_secs(60), "not ready in 60s:\n{}", self.stderr());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Runs `verdict run` on this service's directory with its flags plus `extra`, and
+    /// expects it to exit at startup: its exit code and what it wrote to stderr.
+    pub fn start_fails(&self, extra: &[&str]) -> (Option<i32>, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_verdict"))
+            .current_dir(self.dir.path())
+            .arg("run")
+            .args(["--rules", "rules", "--state-dir", "state", "--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .args(extra)
+            .env("VERDICT_LOG", "warn,verdict=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start verdict run");
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("still running after 30 s:\n{}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     pub fn stderr(&self) -> String {
