@@ -45,6 +45,7 @@ pub const HTTP_DURATION: &str = "verdict_http_request_duration_seconds";
 pub const UP_SINCE: &str = "verdict_start_time_seconds";
 pub const SOURCE_WATERMARK: &str = "verdict_source_watermark_timestamp_seconds";
 pub const SOURCE_IDLE: &str = "verdict_source_idle";
+pub const SOURCE_CAUGHT_UP: &str = "verdict_source_caught_up";
 pub const SOURCE_ERRORS: &str = "verdict_source_errors_total";
 pub const SINK_RECORDS: &str = "verdict_sink_records_total";
 pub const SINK_ERRORS: &str = "verdict_sink_errors_total";
@@ -87,7 +88,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (HTTP_DURATION, "histogram", "HTTP request time by route."),
     (UP_SINCE, "gauge", "When this process started, as a Unix time."),
     (SOURCE_WATERMARK, "gauge", "Each source's own watermark (file, http, Fluvio partition), as a Unix time."),
-    (SOURCE_IDLE, "gauge", "1 while a source is idle and does not hold the watermark back."),
+    (SOURCE_IDLE, "gauge", "1 while a source is caught up and quiet, and does not hold the watermark back."),
+    (
+        SOURCE_CAUGHT_UP,
+        "gauge",
+        "1 while a source has delivered all it has (a file or Fluvio partition read to its end; HTTP always).",
+    ),
     (SOURCE_ERRORS, "counter", "Errors reading a source (Fluvio connection or consumer errors, unreadable files)."),
     (SINK_RECORDS, "counter", "Lines a sink (verdicts, dead_letters) has had acknowledged by Fluvio."),
     (SINK_ERRORS, "counter", "Failed attempts of a sink to produce to Fluvio; the lines are sent again."),

@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{diff, once, replayed_stream, wait_for_verdicts, Service};

@@ -149,13 +149,18 @@ fn events_too_far_in_the_future_are_invalid() {
 /// With the wall clock on, a follow-up window closes on time with no further events.
 #[test]
 fn the_wall_clock_closes_windows_when_the_stream_is_idle() {
-    let mut svc = Service::start(&["--lateness", "2s", "--idle-timeout", "500ms", "--tick-interval", "100ms"]);
+    // The delivery allowance D is 3s: a window closes no sooner than D after its
+    // deadline (the watermark trails the clock by D) and a few seconds after that at most.
+    let args =
+        ["--lateness", "2s", "--idle-timeout", "500ms", "--tick-interval", "100ms", "--delivery-allowance", "3s"];
+    let mut svc = Service::start(&args);
     let rules = svc.dir.path().join("rules");
     // A short window so the test waits seconds, not a day.
     let src = std::fs::read_to_string(rules.join("ai_resolution.rhai")).unwrap().replace("hours(24)", "seconds(2)");
     std::fs::write(rules.join("ai_resolution.rhai"), &src).unwrap();
     std::fs::remove_file(rules.join("ai_resolution.test.toml")).unwrap();
     svc.wait_for("/v1/rules", |r| r["last_reload"]["result"] == "ok" && r["last_reload"]["trigger"] == "file change");
+    let sent = std::time::Instant::now();
     let t0 = verdict_now_plus(Duration::ZERO);
     let body = [
         ev("w1", "conversation.started", "w", &t0, ""),
@@ -165,7 +170,18 @@ fn the_wall_clock_closes_windows_when_the_stream_is_idle() {
     .join("\n");
     assert_eq!(svc.post("/v1/events", &body).0, 200);
     let usage = svc.wait_for(&format!("/v1/usage?tenant=acme&period={}", &t0[..7]), |u| u["billable_count"] == 1);
+    let took = sent.elapsed();
     assert_eq!(usage["amount"], "0.50");
+    assert!(took >= Duration::from_secs(5), "decided {took:?} after the events: before deadline (2s) plus D (3s)");
+    assert!(took < Duration::from_secs(15), "decided {took:?} after the events: not within D plus a few seconds");
+    let line = std::fs::read_to_string(svc.output()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let deadline = time::OffsetDateTime::parse(&t0, &time::format_description::well_known::Rfc3339).unwrap()
+        + Duration::from_secs(2);
+    let decided =
+        time::OffsetDateTime::parse(v["decided_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    assert_eq!(decided, deadline, "decided_at is the deadline, whenever the clock closed it");
     assert_eq!(svc.stop(), Some(0));
 }
 

@@ -243,15 +243,34 @@ impl Engine {
     }
 
     /// Input from source `name` arrived at `arrival` (logged time): the events that
-    /// follow count toward that source's watermark.
-    pub fn from_source(&mut self, name: &str, arrival: Nanos) {
-        self.wm.from_source(name, arrival);
+    /// follow count toward that source's watermark. A caught-up source that has been
+    /// quiet for `quiet` stops holding the watermark back.
+    pub fn from_source(&mut self, name: &str, arrival: Nanos, quiet: Nanos) {
+        self.wm.from_source(name, arrival, quiet);
     }
 
-    /// Sources without input for `timeout` before `now` stop holding the watermark
-    /// back; runs what that makes due.
-    pub fn mark_idle(&mut self, now: Nanos, timeout: Nanos) {
-        if self.wm.mark_idle(now, timeout) {
+    /// The source of the last input has (or has not) delivered everything it has.
+    pub fn set_caught_up(&mut self, caught_up: bool) {
+        self.wm.set_caught_up(caught_up);
+    }
+
+    /// Sets the sources in force at `now` (a start, or a Fluvio source that learned its
+    /// partitions): of the sources `in_scope` says are this set's, those not in
+    /// `sources` are forgotten; those in it start over as not caught up. Runs what
+    /// that makes due.
+    pub fn set_sources(&mut self, now: Nanos, in_scope: impl Fn(&str) -> bool, sources: &[(String, Nanos)]) {
+        for (name, quiet) in sources {
+            self.wm.restart_source(name, now, *quiet);
+        }
+        if self.wm.retain_sources(|n| !in_scope(n) || sources.iter().any(|(s, _)| s == n)) {
+            self.run();
+        }
+    }
+
+    /// Caught-up sources quiet for their quiet time before `now` stop holding the
+    /// watermark back; runs what that makes due.
+    pub fn mark_idle(&mut self, now: Nanos) {
+        if self.wm.mark_idle(now) {
             self.run();
         }
     }

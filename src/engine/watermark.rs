@@ -4,9 +4,13 @@
 //! When several sources feed one engine (files, HTTP, Fluvio partitions in the
 //! service), each source keeps its own progress and the watermark is the minimum over
 //! the sources that are not idle, so a partition that lags behind is not made late by
-//! one that runs ahead. A source is idle once no input has arrived from it for the idle
-//! timeout (arrival times are logged values, so recovery replays this exactly); an idle
-//! source holds nothing back until it sends again.
+//! one that runs ahead. A source is idle, and left out, only while it is caught up (it
+//! has delivered everything it has: a file read to its end, a partition read to its
+//! end; HTTP always, since its backlog is the clients' retries) and has been quiet for
+//! its own quiet time (the idle timeout; for HTTP the delivery allowance). A source
+//! that is reconnecting, stalled or behind holds the watermark back however long it is
+//! quiet. Every input to this (arrivals, caught-up reports, the sources in force) is a
+//! logged value, so recovery replays it exactly.
 
 use crate::timestamp::Nanos;
 
@@ -29,6 +33,11 @@ pub struct SourceClock {
     pub max_ts: Option<Nanos>,
     /// Arrival time of its last input.
     pub last_arrival: Nanos,
+    /// It said it has delivered everything it has (as of its last input).
+    pub caught_up: bool,
+    /// How long it must be caught up and quiet before it is left out.
+    pub quiet: Nanos,
+    /// Left out of the watermark now.
     pub idle: bool,
 }
 
@@ -98,33 +107,64 @@ impl Watermark {
     }
 
     /// Input from `name` arrived at `arrival`: later events are observed as that
-    /// source's, and it is active again. A new source holds the watermark back from
-    /// now on, until its first event or until it goes idle.
-    pub fn from_source(&mut self, name: &str, arrival: Nanos) {
-        let i = match self.sources.iter().position(|s| s.name == name) {
-            Some(i) => i,
-            None => {
-                self.sources.push(SourceClock {
-                    name: name.to_string(),
-                    max_ts: None,
-                    last_arrival: arrival,
-                    idle: false,
-                });
-                self.sources.len() - 1
-            }
-        };
+    /// source's, and it is active again. A new source (left out after `quiet` once
+    /// caught up) holds the watermark back from now on, until its first event or until
+    /// it is idle.
+    pub fn from_source(&mut self, name: &str, arrival: Nanos, quiet: Nanos) {
+        let i = self.index_or_add(name, arrival, quiet);
         let s = &mut self.sources[i];
         s.last_arrival = s.last_arrival.max(arrival);
         s.idle = false;
         self.from = i;
     }
 
-    /// Marks the sources with no input for `timeout` before `now` idle; returns whether
-    /// the watermark moved because they no longer hold it back.
-    pub fn mark_idle(&mut self, now: Nanos, timeout: Nanos) -> bool {
+    /// The source events now come from says whether it has delivered all it has.
+    pub fn set_caught_up(&mut self, caught_up: bool) {
+        if let Some(s) = self.sources.get_mut(self.from) {
+            s.caught_up = caught_up;
+        }
+    }
+
+    /// (Re)starts source `name` at `now`: active, not caught up, left out after
+    /// `quiet`. Its progress so far stays.
+    pub fn restart_source(&mut self, name: &str, now: Nanos, quiet: Nanos) {
+        let i = self.index_or_add(name, now, quiet);
+        let s = &mut self.sources[i];
+        (s.last_arrival, s.caught_up, s.quiet, s.idle) = (now, false, quiet, false);
+    }
+
+    /// Forgets the sources for which `keep` is false (no longer configured or owned);
+    /// returns whether the watermark moved because they no longer hold it back.
+    pub fn retain_sources(&mut self, mut keep: impl FnMut(&str) -> bool) -> bool {
+        let before = self.sources.len();
+        self.sources.retain(|s| keep(&s.name));
+        self.from = 0;
+        self.sources.len() != before && self.merge()
+    }
+
+    fn index_or_add(&mut self, name: &str, arrival: Nanos, quiet: Nanos) -> usize {
+        match self.sources.iter().position(|s| s.name == name) {
+            Some(i) => i,
+            None => {
+                self.sources.push(SourceClock {
+                    name: name.to_string(),
+                    max_ts: None,
+                    last_arrival: arrival,
+                    caught_up: false,
+                    quiet,
+                    idle: false,
+                });
+                self.sources.len() - 1
+            }
+        }
+    }
+
+    /// Leaves out the sources that are caught up and have been quiet for their quiet
+    /// time before `now`; returns whether the watermark moved because of it.
+    pub fn mark_idle(&mut self, now: Nanos) -> bool {
         let mut changed = false;
         for s in &mut self.sources {
-            if !s.idle && now.saturating_sub(s.last_arrival) >= timeout {
+            if !s.idle && s.caught_up && now.saturating_sub(s.last_arrival) >= s.quiet {
                 s.idle = true;
                 changed = true;
             }
@@ -181,7 +221,7 @@ mod tests {
     #[test]
     fn one_named_source_behaves_like_a_single_stream() {
         let (mut a, mut b) = (Watermark::new(5), Watermark::new(5));
-        b.from_source("http", 0);
+        b.from_source("http", 0, 100);
         for ts in [100, 90, 130, 131, 120] {
             assert_eq!(a.observe(ts), b.observe(ts), "at {ts}");
             assert_eq!(a.current(), b.current());
@@ -191,15 +231,15 @@ mod tests {
     #[test]
     fn the_slowest_active_source_holds_the_watermark() {
         let mut w = Watermark::new(10);
-        w.from_source("p0", 0);
+        w.from_source("p0", 0, 100);
         assert!(w.observe(1_000), "p0 alone is the minimum");
         assert_eq!(w.current(), 990);
-        w.from_source("p1", 1);
+        w.from_source("p1", 1, 100);
         // p1 has sent nothing yet: it holds the watermark where it is.
-        w.from_source("p0", 2);
+        w.from_source("p0", 2, 100);
         assert!(!w.observe(2_000));
         assert_eq!(w.current(), 990);
-        w.from_source("p1", 3);
+        w.from_source("p1", 3, 100);
         assert!(w.observe(1_500));
         assert_eq!(w.current(), 1_490);
         // An event p1 sends at 1_495 is not late although p0 is far ahead.
@@ -209,39 +249,80 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_source_stops_holding_back_until_it_sends_again() {
+    fn only_a_caught_up_quiet_source_stops_holding_back() {
         let mut w = Watermark::new(10);
-        w.from_source("p0", 0);
-        w.from_source("p1", 0);
-        w.from_source("p0", 0);
+        w.from_source("p0", 0, 100);
+        w.from_source("p1", 0, 100);
+        w.from_source("p0", 0, 100);
         assert!(!w.observe(1_000), "p1 has sent nothing yet");
-        w.from_source("p1", 0);
+        w.from_source("p1", 0, 100);
         assert!(w.observe(500));
-        w.from_source("p0", 50);
+        w.from_source("p0", 50, 100);
         assert!(!w.observe(3_000));
         assert_eq!(w.current(), 490);
-        assert!(!w.mark_idle(99, 100), "p1 is quiet for 99 only");
-        assert!(w.mark_idle(100, 100), "p1 idle: p0 alone counts");
+        // p1 is quiet for long, but it has not said it is caught up (reconnecting,
+        // stalled, behind): it still holds the watermark.
+        assert!(!w.mark_idle(10_000));
+        assert_eq!(w.current(), 490);
+        w.from_source("p1", 10_000, 100);
+        w.set_caught_up(true);
+        assert!(!w.mark_idle(10_099), "p1 is caught up but quiet for 99 only");
+        assert!(w.mark_idle(10_100), "p1 caught up and quiet: p0 alone counts");
         assert_eq!(w.current(), 2_990);
         assert!(!w.all_idle());
         // p1 back: it holds from here on, and what it sends below the watermark is late.
-        w.from_source("p1", 200);
+        w.from_source("p1", 10_200, 100);
         assert!(w.is_late(600));
         assert!(!w.observe(3_100));
-        w.from_source("p0", 201);
+        w.from_source("p0", 10_201, 100);
         assert!(w.observe(3_500));
         assert_eq!(w.current(), 3_090);
-        assert!(!w.mark_idle(1_000, 100), "nothing active: nothing moves");
+        w.set_caught_up(true);
+        w.from_source("p1", 10_202, 100);
+        w.set_caught_up(true);
+        assert!(!w.mark_idle(20_000), "nothing active: nothing moves");
         assert!(w.all_idle());
         assert_eq!(w.current(), 3_090, "with every source idle only the wall clock moves it");
     }
 
     #[test]
+    fn a_restart_holds_every_source_until_it_catches_up_again_and_drops_the_unknown() {
+        let mut w = Watermark::new(10);
+        for (name, ts) in [("old", 100), ("file", 800), ("http", 1_000)] {
+            w.from_source(name, 0, 50);
+            w.observe(ts);
+            w.set_caught_up(true);
+        }
+        assert_eq!(w.current(), 90);
+        assert!(!w.mark_idle(50), "every source idle: only the wall clock moves it");
+        assert!(w.all_idle());
+        // Restarted with http and the file as before; "old" is no longer configured.
+        w.restart_source("http", 5_000, 500);
+        w.restart_source("file", 5_000, 50);
+        assert!(!w.all_idle());
+        assert!(w.retain_sources(|n| n != "old"));
+        assert_eq!(w.current(), 790, "the file is the slowest source left");
+        assert!(!w.mark_idle(1_000_000), "neither has caught up since the restart, however long it takes");
+        w.from_source("file", 1_000_001, 50);
+        w.set_caught_up(true);
+        assert!(w.mark_idle(1_000_051));
+        assert_eq!(w.current(), 990, "the file caught up and went quiet; http still holds");
+        assert!(!w.all_idle());
+        w.from_source("http", 1_000_100, 500);
+        w.set_caught_up(true);
+        assert!(!w.mark_idle(1_000_599));
+        assert!(!w.all_idle(), "http waits for its own quiet time");
+        w.mark_idle(1_000_600);
+        assert!(w.all_idle());
+    }
+
+    #[test]
     fn survives_a_checkpoint() {
         let mut w = Watermark::new(7);
-        w.from_source("a", 1);
+        w.from_source("a", 1, 3);
         w.observe(70);
-        w.from_source("b", 2);
+        w.set_caught_up(true);
+        w.from_source("b", 2, 3);
         let bytes = bincode::serde::encode_to_vec(&w, bincode::config::standard()).unwrap();
         let (back, _): (Watermark, _) = bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
         assert_eq!(back, w);

@@ -45,12 +45,22 @@ pub struct RunConfig {
     /// Accept events over `POST /v1/events` [default: true].
     #[arg(long)]
     pub http_ingest: Option<bool>,
-    /// Advance the watermark with the wall clock (now minus the lateness) while no event
-    /// arrives, so windows close on time. Turn off to backfill history: the verdicts are
-    /// then exactly those of `verdict replay` [default: true].
+    /// Advance the watermark with the wall clock (now minus `delivery_allowance`) once
+    /// every source is caught up and quiet, so windows close on time with no further
+    /// event. Turn off to backfill history: the verdicts are then exactly those of
+    /// `verdict replay` [default: true].
     #[arg(long)]
     pub wall_clock: Option<bool>,
-    /// How long without events before the wall clock moves the watermark [default: 2s].
+    /// The delivery allowance `D`: the wall clock moves the watermark only to now minus
+    /// this, and HTTP counts as caught up only after this long without requests, so an
+    /// event delayed by less (a platform's retry, a deploy) is applied, not `late`
+    /// [default: 2m].
+    #[arg(long)]
+    pub delivery_allowance: Option<Span>,
+    /// How long a caught-up file, stdin or Fluvio partition (read to its end) must be
+    /// quiet before it stops holding the watermark back. A source that is not caught
+    /// up (reconnecting, stalled, behind) holds it back however long it is quiet
+    /// [default: 2s].
     #[arg(long)]
     pub idle_timeout: Option<Span>,
     /// Events whose `ts` is further than this ahead of the wall clock at arrival are
@@ -61,7 +71,8 @@ pub struct RunConfig {
     /// was ahead) [default: true].
     #[arg(long)]
     pub reject_future: Option<bool>,
-    /// How often the wall clock is read into the log [default: 1s].
+    /// How often the wall clock is read into the log, to notice quiet sources and (with
+    /// `wall_clock`) move the watermark [default: 1s].
     #[arg(long)]
     pub tick_interval: Option<Span>,
     /// How often a checkpoint is written (also at shutdown) [default: 30s].
@@ -140,6 +151,7 @@ getters! {
     http_ingest: bool = true;
     wall_clock: bool = true;
     idle_timeout: Span = Span::from_secs(2);
+    delivery_allowance: Span = Span::from_secs(120);
     max_future_skew: Span = Span::from_secs(300);
     reject_future: bool = true;
     tick_interval: Span = Span::from_secs(1);
@@ -199,6 +211,7 @@ impl RunConfig {
             inputs,
             http_ingest,
             wall_clock,
+            delivery_allowance,
             idle_timeout,
             max_future_skew,
             reject_future,
@@ -283,6 +296,7 @@ mod tests {
             "inputs",
             "http_ingest",
             "wall_clock",
+            "delivery_allowance",
             "idle_timeout",
             "max_future_skew",
             "reject_future",

@@ -19,16 +19,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::input::{Input, Records};
+use super::input::{Input, Records, HTTP_SOURCE};
 use super::reload::Reloader;
 use super::sequencer::Append;
 use super::shared::{verdict_key, Shared};
-use super::worker::Control;
+use super::worker::{Applied, Control};
 use crate::aggregates::Usage;
-use crate::decode;
 use crate::sources::body;
 use crate::telemetry;
-use crate::timestamp::{self, Nanos, Span};
+use crate::timestamp;
 
 #[derive(Clone)]
 pub struct Api {
@@ -39,7 +38,6 @@ pub struct Api {
     pub reloader: Arc<Reloader>,
     pub metrics: PrometheusHandle,
     pub token: Option<Arc<str>>,
-    pub max_future_skew: Option<Span>,
 }
 
 pub fn router(api: Api, max_body: usize) -> Router {
@@ -53,6 +51,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/usage", get(usage))
         .route("/v1/verdicts/{id}", get(verdict))
         .route("/v1/rules", get(rules))
+        .route("/v1/sources", get(sources))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -101,22 +100,10 @@ async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
-#[derive(Serialize)]
-struct RecordError {
-    line: u64,
-    offset: u64,
-    reason: &'static str,
-    error: String,
-}
-
-#[derive(Serialize)]
-struct IngestReply {
-    /// Records that passed validation and are now durable.
-    accepted: usize,
-    /// Records refused, with where they are in the body; they are dead-lettered too.
-    rejected: Vec<RecordError>,
-}
-
+/// `POST /v1/events`: answers once the records are durable and applied, with what
+/// became of each: `accepted` (new events), `duplicates` (ids already taken, skipped),
+/// and `rejected` with line, offset, reason and error (invalid, malformed, too large,
+/// or `late`: below the watermark when applied). 400 when no record was taken.
 async fn ingest(State(api): State<Api>, body: Bytes) -> Response {
     let Some(log) = &api.log else {
         return error(StatusCode::NOT_FOUND, "HTTP ingest is turned off (http_ingest = false)");
@@ -127,45 +114,42 @@ async fn ingest(State(api): State<Api>, body: Bytes) -> Response {
     if api.shared.over_backlog() {
         return busy(StatusCode::TOO_MANY_REQUESTS, "the engine is behind; retry shortly");
     }
-    let received_at: Nanos = timestamp::now();
     let records = match body::split(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let not_after = api.max_future_skew.map(|s| received_at.saturating_add(s.0));
-    let mut batch = Records::new("http", received_at);
-    let mut rejected = Vec::new();
+    let mut batch = Records::new(HTTP_SOURCE, timestamp::now());
     for r in &records {
-        // The worker repeats this check on the logged record, with the same result.
-        if let Err(e) = decode::admit(r.bytes, r.size, r.truncated, not_after) {
-            rejected.push(RecordError { line: r.line, offset: r.offset, reason: e.reason.as_str(), error: e.message });
-        }
         batch.push(r.bytes, r.line, r.offset, r.size, r.truncated);
     }
-    let accepted = records.len() - rejected.len();
-    if !batch.is_empty() {
-        let (ack, done) = oneshot::channel();
-        match log.try_send(Append::new(Input::Records(batch), Some(ack), &api.shared)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(a)) => {
-                a.withdraw(&api.shared);
-                return busy(StatusCode::SERVICE_UNAVAILABLE, "the log is busy; retry shortly");
-            }
-            Err(TrySendError::Disconnected(a)) => {
-                a.withdraw(&api.shared);
-                return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-            }
+    // HTTP has nothing it has not delivered; its backlog is the clients' retries, which
+    // the delivery allowance waits for.
+    batch.caught_up = true;
+    if batch.is_empty() {
+        return Json(Applied::default()).into_response();
+    }
+    let (ack, done) = oneshot::channel();
+    match log.try_send(Append::new(Input::Records(batch), Some(ack), &api.shared)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(a)) => {
+            a.withdraw(&api.shared);
+            return busy(StatusCode::SERVICE_UNAVAILABLE, "the log is busy; retry shortly");
         }
-        match done.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            Err(_) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, "the log stopped before the events were durable")
-            }
+        Err(TrySendError::Disconnected(a)) => {
+            a.withdraw(&api.shared);
+            return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
         }
     }
-    let status = if accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (status, Json(IngestReply { accepted, rejected })).into_response()
+    let applied = match done.await {
+        Ok(Ok(applied)) => applied,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(_) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "the service stopped before the events were applied")
+        }
+    };
+    let taken = applied.accepted + applied.duplicates;
+    let status = if taken == 0 && !applied.rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, Json(applied)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -244,6 +228,10 @@ async fn conversation(State(api): State<Api>, Path((tenant, conversation)): Path
 
 async fn rules(State(api): State<Api>) -> Response {
     Json((**api.shared.rules.load()).clone()).into_response()
+}
+
+async fn sources(State(api): State<Api>) -> Response {
+    Json((**api.shared.sources.load()).clone()).into_response()
 }
 
 async fn reload(State(api): State<Api>) -> Response {

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::sources::tail::FilePosition;
 use crate::timestamp::Nanos;
 
-/// One log entry.
+/// The source name of records posted over HTTP.
+pub const HTTP_SOURCE: &str = "http";
+
+/// One log entry. New variants go at the end, so older logs still decode.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Input {
     Records(Records),
@@ -17,6 +20,30 @@ pub enum Input {
     Tick {
         now: Nanos,
     },
+    Sources(SourceSet),
+}
+
+/// The sources in force, logged when the service starts (before any input) and when
+/// the Fluvio source has learned which partitions it owns. Each source named starts
+/// over as not caught up, so the backlog of a restart is applied in event time;
+/// sources of the scope that are not named (no longer configured or owned) are
+/// forgotten, so they cannot hold the watermark back for ever.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SourceSet {
+    pub now: Nanos,
+    /// `None`: every source; `Some(p)`: the sources named `p` or `p/...` (one topic).
+    pub scope: Option<String>,
+    /// Each source with how long it must be caught up and quiet to be left out.
+    pub sources: Vec<(String, Nanos)>,
+}
+
+impl SourceSet {
+    pub fn in_scope(&self, name: &str) -> bool {
+        match &self.scope {
+            None => true,
+            Some(p) => name.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
 }
 
 /// Records from one source, received together.
@@ -33,6 +60,9 @@ pub struct Records {
     /// Where the source continues after these records (files and Fluvio partitions;
     /// HTTP and stdin cannot be re-read).
     pub resume: Option<Resume>,
+    /// After these records the source had delivered everything it had (a file read to
+    /// its end, a partition read to its end; HTTP always).
+    pub caught_up: bool,
 }
 
 /// Where a re-readable source continues.
@@ -86,7 +116,22 @@ impl Input {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Input, bincode::error::DecodeError> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(i, _)| i)
+        let cfg = bincode::config::standard();
+        bincode::serde::decode_from_slice(bytes, cfg).map(|(i, _)| i).or_else(|e| {
+            // A log written before records said whether their source was caught up.
+            match bincode::serde::decode_from_slice::<legacy::Input, _>(bytes, cfg) {
+                Ok((legacy::Input::Records(r), _)) => Ok(Input::Records(Records {
+                    source: r.source,
+                    received_at: r.received_at,
+                    data: r.data,
+                    records: r.records,
+                    resume: r.resume,
+                    caught_up: false,
+                })),
+                Ok((legacy::Input::Tick { now }, _)) => Ok(Input::Tick { now }),
+                Err(_) => Err(e),
+            }
+        })
     }
 
     /// Bytes this input holds, for the backlog bound.
@@ -94,7 +139,32 @@ impl Input {
         match self {
             Input::Records(r) => (r.data.len() + r.records.len() * std::mem::size_of::<RecordAt>()) as u64,
             Input::Tick { .. } => 16,
+            Input::Sources(s) => 16 + s.sources.iter().map(|(n, _)| n.len() as u64 + 8).sum::<u64>(),
         }
+    }
+}
+
+/// The log entries of earlier versions.
+mod legacy {
+    use serde::Deserialize;
+
+    use super::{RecordAt, Resume};
+    use crate::timestamp::Nanos;
+
+    #[derive(Deserialize)]
+    pub enum Input {
+        Records(Records),
+        Tick { now: Nanos },
+    }
+
+    #[derive(Deserialize)]
+    pub struct Records {
+        pub source: String,
+        pub received_at: Nanos,
+        #[serde(with = "super::bytes")]
+        pub data: Vec<u8>,
+        pub records: Vec<RecordAt>,
+        pub resume: Option<Resume>,
     }
 }
 
@@ -139,5 +209,37 @@ mod tests {
         assert_eq!(back, input);
         assert_eq!(r.bytes(&r.records[2]), b"xyz");
         assert!(Input::decode(&[0xff, 0xff, 0xff]).is_err());
+        let set = Input::Sources(SourceSet {
+            now: 7,
+            scope: Some("fluvio:t".into()),
+            sources: vec![("fluvio:t/0".into(), 3)],
+        });
+        assert_eq!(Input::decode(&set.encode()).unwrap(), set);
+    }
+
+    #[test]
+    fn reads_the_entries_of_logs_written_before_caught_up_reports() {
+        #[derive(Serialize)]
+        enum Old<'a> {
+            Records(&'a str, Nanos, serde_bytes_like::Bytes<'a>, Vec<RecordAt>, Option<Resume>),
+            Tick { now: Nanos },
+        }
+        mod serde_bytes_like {
+            pub struct Bytes<'a>(pub &'a [u8]);
+            impl serde::Serialize for Bytes<'_> {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.serialize_bytes(self.0)
+                }
+            }
+        }
+        let mut r = Records::new("a.ndjson", 42);
+        r.push(b"{}", 1, 0, 2, false);
+        r.resume = Some(Resume::Fluvio { offset: 9 });
+        let cfg = bincode::config::standard();
+        let old = Old::Records("a.ndjson", 42, serde_bytes_like::Bytes(&r.data), r.records.clone(), r.resume.clone());
+        let back = Input::decode(&bincode::serde::encode_to_vec(&old, cfg).unwrap()).unwrap();
+        assert_eq!(back, Input::Records(r));
+        let tick = bincode::serde::encode_to_vec(Old::Tick { now: 5 }, cfg).unwrap();
+        assert_eq!(Input::decode(&tick).unwrap(), Input::Tick { now: 5 });
     }
 }

@@ -84,7 +84,7 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     let live = LiveTime {
         wall_clock: cfg.wall_clock(),
         idle_timeout: cfg.idle_timeout(),
-        lateness: cfg.lateness(),
+        delivery: cfg.delivery_allowance(),
         max_future_skew: cfg.reject_future().then(|| cfg.max_future_skew()),
     };
     let started = std::time::Instant::now();
@@ -129,6 +129,7 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         recovered.rejected_checkpoints.len()
     );
     let positions = worker.sources().clone();
+    let sources_at_start = sources_in_force(&cfg, &worker);
 
     let (log_tx, log_rx) = crossbeam_channel::bounded(LOG_QUEUE);
     let (logged_tx, logged_rx) = crossbeam_channel::bounded(WORKER_QUEUE);
@@ -172,6 +173,14 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         });
     }
 
+    // First in the log after recovery, before any source or clock starts: every source
+    // starts over as not caught up, so the backlog of the downtime is applied in event
+    // time; sources no longer configured stop holding the watermark back.
+    // Error counters of every source exist from the start, at zero.
+    for (name, _) in &sources_at_start.sources {
+        metrics::counter!(crate::telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(0);
+    }
+    let _ = log_tx.send(sequencer::Append::new(input::Input::Sources(sources_at_start), None, &shared));
     let stop = sources::Stop::default();
     let mut source_threads = Vec::new();
     for input in cfg.inputs() {
@@ -192,10 +201,12 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
             topic,
             partitions: cfg.fluvio_partitions(),
             start: cfg.fluvio_start(),
+            quiet: cfg.idle_timeout().0,
         };
         sources::spawn_fluvio(input, &positions, log_tx.clone(), shared.clone(), stop.clone())
     });
-    let clock = cfg.wall_clock().then(|| sources::spawn_clock(cfg.tick_interval(), log_tx.clone(), shared.clone()));
+    // Ticks run with the wall clock off too: they notice sources going quiet.
+    let clock = sources::spawn_clock(cfg.tick_interval(), log_tx.clone(), shared.clone());
 
     let api = http::Api {
         shared: shared.clone(),
@@ -204,7 +215,6 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         reloader,
         metrics: metrics.clone(),
         token: cfg.token().map(Into::into),
-        max_future_skew: cfg.reject_future().then(|| cfg.max_future_skew()),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen())
         .await
@@ -249,13 +259,11 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     if let Some(f) = fluvio_source {
         let _ = f.await;
     }
-    if let Some(c) = clock {
-        c.abort();
-        let _ = c.await;
-        // Decide what the wall clock has made due before the last checkpoint.
-        let tick = input::Input::Tick { now: crate::timestamp::now() };
-        let _ = log_tx.send(sequencer::Append::new(tick, None, &shared));
-    }
+    clock.abort();
+    let _ = clock.await;
+    // Decide what the wall clock has made due before the last checkpoint.
+    let tick = input::Input::Tick { now: crate::timestamp::now() };
+    let _ = log_tx.send(sequencer::Append::new(tick, None, &shared));
     drop(log_tx);
     drop(control_tx);
     let seq = sequencer_thread.join().map_err(|_| anyhow::anyhow!("the log thread panicked"))?;
@@ -270,6 +278,31 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     work.context("the worker")?;
     eprintln!("verdict: stopped cleanly");
     Ok(())
+}
+
+/// The sources of this run, as logged at its start: each followed file and stdin; HTTP
+/// if it is on and has delivered before (so a retry of what was posted during the
+/// downtime is not late, while a deployment that never posts is not held back); the
+/// Fluvio topic, as itself until it knows its partitions, and the partitions it owned.
+fn sources_in_force(cfg: &RunConfig, worker: &Worker) -> input::SourceSet {
+    let now = crate::timestamp::now();
+    let mut sources: Vec<(String, crate::timestamp::Nanos)> = Vec::new();
+    for path in cfg.inputs() {
+        let name = if path == "-" { "stdin".to_string() } else { path };
+        sources.push((name.clone(), worker.quiet_time(&name)));
+    }
+    let known = worker.source_names();
+    if cfg.http_ingest() && known.iter().any(|n| n == input::HTTP_SOURCE) {
+        sources.push((input::HTTP_SOURCE.to_string(), worker.quiet_time(input::HTTP_SOURCE)));
+    }
+    if let Some(topic) = &cfg.fluvio_topic {
+        let topic = crate::sources::fluvio::topic_source(topic);
+        let scope = input::SourceSet { now, scope: Some(topic.clone()), sources: Vec::new() };
+        for name in known.into_iter().filter(|n| scope.in_scope(n) && *n != topic).chain([topic.clone()]) {
+            sources.push((name.clone(), worker.quiet_time(&name)));
+        }
+    }
+    input::SourceSet { now, scope: None, sources }
 }
 
 fn fatal_if_err(shared: &Shared, what: &str, r: &anyhow::Result<()>) {

@@ -1,34 +1,34 @@
 //! The sequencer: the one thread that writes the log. Every source hands it inputs; it
 //! appends as many as are waiting, makes them durable with one fsync (group commit),
-//! then passes them to the worker in log order and acknowledges them. An HTTP client
-//! gets its 2xx only after that fsync.
+//! then passes them to the worker in log order. An input's acknowledgement travels with
+//! it: the worker answers once it has applied it, so an HTTP client gets its 2xx only
+//! after that fsync, with what became of each record.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use tokio::sync::oneshot;
 
 use super::input::Input;
 use super::shared::Shared;
-use super::worker::Logged;
+use super::worker::{Ack, Logged};
 use crate::telemetry;
 use crate::wal::Wal;
 
 /// Most inputs written per group commit.
 const MAX_GROUP: usize = 4096;
 
-/// An input to log; `ack` hears once it is durable (or why it is not).
+/// An input to log; `ack` hears once it is durable and applied (or why it is not).
 pub struct Append {
     pub input: Input,
-    pub ack: Option<oneshot::Sender<Result<(), String>>>,
+    pub ack: Option<Ack>,
 }
 
 impl Append {
     /// An input to hand to the sequencer, counted in the backlog from now until the
     /// worker has applied it (the worker subtracts the same weight).
-    pub fn new(input: Input, ack: Option<oneshot::Sender<Result<(), String>>>, shared: &Shared) -> Append {
+    pub fn new(input: Input, ack: Option<Ack>, shared: &Shared) -> Append {
         shared.backlog.fetch_add(input.weight(), Ordering::Relaxed);
         Append { input, ack }
     }
@@ -77,11 +77,8 @@ pub fn run(mut wal: Wal, inputs: Receiver<Append>, worker: Sender<Logged>, share
         sync_time.record(started.elapsed().as_secs_f64());
         written.increment(wal.end() - before);
         for (a, end) in group.drain(..).zip(ends.drain(..)) {
-            if worker.send(Logged { end, input: a.input }).is_err() {
+            if worker.send(Logged { end, input: a.input, ack: a.ack }).is_err() {
                 return Err(anyhow::anyhow!("the worker stopped"));
-            }
-            if let Some(ack) = a.ack {
-                let _ = ack.send(Ok(()));
             }
         }
         metrics::gauge!(telemetry::BACKLOG).set(shared.backlog.load(Ordering::Relaxed) as f64);

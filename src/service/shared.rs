@@ -9,7 +9,10 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use serde::Serialize;
 
+use super::worker::LiveTime;
 use crate::aggregates::Usage;
+use crate::engine::watermark::Watermark;
+use crate::timestamp::{self, Nanos, Span};
 
 /// The outcome definitions in force and how the last reload went.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,6 +42,55 @@ pub struct ReloadResult {
     pub error: Option<String>,
 }
 
+/// How live time stands: the watermark and each source, for `GET /v1/sources`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourcesStatus {
+    /// RFC 3339; null before the first event.
+    pub watermark: Option<String>,
+    pub wall_clock: bool,
+    pub delivery_allowance: String,
+    /// Whether the wall clock may move the watermark now (every source caught up and quiet).
+    pub wall_clock_advancing: bool,
+    pub sources: Vec<SourceStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    /// Its own watermark: the largest `ts` it delivered minus the lateness.
+    pub watermark: Option<String>,
+    /// It has delivered all it has (a file or partition read to its end; HTTP always).
+    pub caught_up: bool,
+    /// Caught up and quiet for `quiet`: it does not hold the watermark back.
+    pub idle: bool,
+    pub last_input: String,
+    pub quiet: String,
+}
+
+impl SourcesStatus {
+    pub fn of(wm: &Watermark, live: &LiveTime) -> SourcesStatus {
+        let time = |t: Nanos| (t != Nanos::MIN).then(|| timestamp::format_rfc3339(t));
+        SourcesStatus {
+            watermark: time(wm.current()),
+            wall_clock: live.wall_clock,
+            delivery_allowance: live.delivery.to_string(),
+            wall_clock_advancing: live.wall_clock && wm.all_idle(),
+            sources: wm
+                .sources()
+                .iter()
+                .map(|s| SourceStatus {
+                    name: s.name.clone(),
+                    watermark: s.watermark(wm.lateness()).and_then(time),
+                    caught_up: s.caught_up,
+                    idle: s.idle,
+                    last_input: timestamp::format_rfc3339(s.last_arrival),
+                    quiet: Span(s.quiet).to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
 pub struct Shared {
     /// Usage by tenant, then period: exact, updated as each verdict is written.
     pub usage: DashMap<String, BTreeMap<String, Usage>>,
@@ -46,6 +98,7 @@ pub struct Shared {
     pub verdicts: DashMap<u128, u64>,
     pub output_path: PathBuf,
     pub rules: ArcSwap<RuleStatus>,
+    pub sources: ArcSwap<SourcesStatus>,
     /// Bytes logged but not yet applied by the worker.
     pub backlog: AtomicU64,
     pub max_backlog: u64,
@@ -67,6 +120,7 @@ impl Shared {
             verdicts: DashMap::new(),
             output_path,
             rules: ArcSwap::from_pointee(RuleStatus::default()),
+            sources: ArcSwap::from_pointee(SourcesStatus::default()),
             backlog: AtomicU64::new(0),
             max_backlog,
             ready: AtomicBool::new(false),

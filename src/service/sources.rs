@@ -12,14 +12,14 @@ use std::time::Duration;
 use ::fluvio::consumer::ConsumerConfigExtBuilder;
 use crossbeam_channel::Sender;
 
-use super::input::{Input, Records, Resume};
+use super::input::{Input, Records, Resume, SourceSet};
 use super::sequencer::Append;
 use super::shared::Shared;
-use crate::sources::fluvio::{self, PartitionCursor, PartitionSet, StartAt, Taken};
+use crate::sources::fluvio::{self, ExtentProbe, PartitionCursor, PartitionSet, StartAt, Taken};
 use crate::sources::tail::{Batch, FilePosition, Follower};
 use crate::sources::LineReader;
 use crate::telemetry;
-use crate::timestamp::{now, Span};
+use crate::timestamp::{now, Nanos, Span};
 
 /// Most record bytes per batch from a file or stdin.
 const BATCH_BYTES: usize = 1 << 20;
@@ -51,6 +51,8 @@ fn hand_over(log: &Sender<Append>, shared: &Shared, input: Input) -> bool {
 }
 
 /// Follows `path` like `tail -F`, from `start` (a checkpointed position) or its start.
+/// Each batch says whether the file was read to its end; reaching the end with nothing
+/// new is reported once, so the file can stop holding the watermark back.
 pub fn spawn_follower(
     path: String,
     start: Option<FilePosition>,
@@ -61,15 +63,21 @@ pub fn spawn_follower(
     std::thread::Builder::new().name(format!("verdict-tail-{path}")).spawn(move || {
         let mut follower = Follower::new(path.clone().into(), start);
         let mut batch = Batch::default();
+        // As logged at the start: not caught up.
+        let mut reported = false;
         while !stop.stopped() {
             wait_for_room(&shared, &stop);
             batch.clear();
-            if let Err(e) = follower.poll(BATCH_BYTES, &mut batch) {
-                tracing::warn!("{e}; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-            if batch.is_empty() {
+            let at_end = match follower.poll(BATCH_BYTES, &mut batch) {
+                Ok(at_end) => at_end,
+                Err(e) => {
+                    tracing::warn!("{e}; retrying");
+                    metrics::counter!(telemetry::SOURCE_ERRORS, "source" => path.clone()).increment(1);
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            if batch.is_empty() && reported == at_end {
                 std::thread::sleep(POLL);
                 continue;
             }
@@ -78,6 +86,8 @@ pub fn spawn_follower(
                 records.push(l.bytes, l.line, l.offset, l.size, l.truncated);
             }
             records.resume = follower.position().map(Resume::File);
+            records.caught_up = at_end;
+            reported = at_end;
             if !hand_over(&log, &shared, Input::Records(records)) {
                 return;
             }
@@ -107,16 +117,17 @@ pub fn spawn_stdin(log: Sender<Append>, shared: Arc<Shared>, stop: Stop) -> std:
             if records.data.len() >= BATCH_BYTES || !reader.has_buffered() {
                 wait_for_room(&shared, &stop);
                 records.received_at = now();
+                records.caught_up = !reader.has_buffered();
                 let full = std::mem::replace(&mut records, Records::new("stdin", now()));
                 if !hand_over(&log, &shared, Input::Records(full)) {
                     return;
                 }
             }
         }
-        if !records.is_empty() {
-            records.received_at = now();
-            hand_over(&log, &shared, Input::Records(records));
-        }
+        // Ended: nothing more will come.
+        records.received_at = now();
+        records.caught_up = true;
+        hand_over(&log, &shared, Input::Records(records));
         tracing::info!("stdin ended");
     })
 }
@@ -143,10 +154,14 @@ pub struct FluvioInput {
     pub topic: String,
     pub partitions: PartitionSet,
     pub start: StartAt,
+    /// How long a caught-up partition must be quiet before it is left out.
+    pub quiet: Nanos,
 }
 
 /// How long a partition waits for records before it looks at `stop` again.
 const FLUVIO_WAIT: Duration = Duration::from_millis(200);
+/// How often a quiet partition asks its leader whether it has read to the end.
+const EXTENT_EVERY: Duration = Duration::from_millis(500);
 /// Most records per logged batch from one partition.
 const FLUVIO_BATCH: usize = 8192;
 
@@ -189,14 +204,16 @@ pub fn spawn_fluvio(
             }
         };
         tracing::info!("fluvio source {}: consuming partitions {owned:?}", input.topic);
-        // An empty batch per partition, all before any records, makes every owned
-        // partition hold the watermark back from the start: the first to deliver cannot
-        // make the others' records late.
-        for &p in &owned {
-            let hello = Records::new(fluvio::source_name(&input.topic, p), now());
-            if !hand_over_async(&log, &shared, hello, &stop).await {
-                return;
-            }
+        // Every owned partition holds the watermark back from now on, before any of them
+        // delivers (the first to deliver cannot make another's records late), and the
+        // partitions this instance no longer owns stop holding it.
+        let set = SourceSet {
+            now: now(),
+            scope: Some(fluvio::topic_source(&input.topic)),
+            sources: owned.iter().map(|&p| (fluvio::source_name(&input.topic, p), input.quiet)).collect(),
+        };
+        if !hand_over_input(&log, &shared, Input::Sources(set), &stop).await {
+            return;
         }
         let mut tasks = Vec::new();
         for p in owned {
@@ -220,29 +237,41 @@ async fn consume_partition(
 ) {
     use futures_util::StreamExt;
     let name = fluvio::source_name(&input.topic, partition);
+    let cluster = |e: &dyn std::fmt::Display| fluvio::FluvioSourceError::Cluster {
+        endpoint: input.endpoint.clone(),
+        cause: format!("{e:#}"),
+    };
+    let mut probe = ExtentProbe::new(&input.topic, partition);
     let mut backoff = Duration::from_millis(200);
     // The last gap seen, as (expected, got): seen twice, it is real.
     let mut last_gap: Option<(i64, i64)> = None;
+    // Whether the log last heard this partition is caught up (the Sources entry says no).
+    let mut caught_up = false;
     while !stop.stopped() {
+        // Reconnecting: whatever the partition holds now has not come yet.
+        if caught_up {
+            caught_up = false;
+            if !hand_over_async(&log, &shared, Records::new(name.clone(), now()), &stop).await {
+                return;
+            }
+        }
         let opened = async {
             let client = fluvio::connect(&input.endpoint).await?;
+            // Also tells that the leader is ready for the partition.
+            let extent = probe.ask(&client, &input.endpoint).await?;
+            let fresh = cursor.next().is_none();
+            let from = cursor.start_at(extent, input.start);
             let config = ConsumerConfigExtBuilder::default()
                 .topic(input.topic.clone())
                 .partition(partition)
-                .offset_start(fluvio::start_offset(cursor.next(), input.start))
+                .offset_start(fluvio::start_offset(Some(from), input.start))
                 .build()
-                .map_err(|e| fluvio::FluvioSourceError::Cluster {
-                    endpoint: input.endpoint.clone(),
-                    cause: format!("{e:#}"),
-                })?;
-            let stream = client.consumer_with_config(config).await.map_err(|e| fluvio::FluvioSourceError::Cluster {
-                endpoint: input.endpoint.clone(),
-                cause: format!("{e:#}"),
-            })?;
+                .map_err(|e| cluster(&e))?;
+            let stream = client.consumer_with_config(config).await.map_err(|e| cluster(&e))?;
             // The client must live as long as its stream.
-            Ok::<_, fluvio::FluvioSourceError>((client, stream))
+            Ok::<_, fluvio::FluvioSourceError>((client, stream, fresh.then_some(from)))
         };
-        let (_client, stream) = match opened.await {
+        let (client, stream, fresh) = match opened.await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("{name}: {e}; retrying in {backoff:?}");
@@ -253,16 +282,46 @@ async fn consume_partition(
             }
         };
         backoff = Duration::from_millis(200);
+        if let Some(from) = fresh {
+            // The position a new partition starts at is logged before any record, so a
+            // restart continues there even if nothing arrives before it.
+            tracing::info!("{name}: no checkpointed position; starting at offset {from} ({:?})", input.start);
+            let mut start = Records::new(name.clone(), now());
+            start.resume = Some(Resume::Fluvio { offset: from });
+            if !hand_over_async(&log, &shared, start, &stop).await {
+                return;
+            }
+        }
         let mut chunks = stream.ready_chunks(FLUVIO_BATCH);
+        let mut next_ask = tokio::time::Instant::now();
         loop {
             if stop.stopped() {
                 return;
             }
             let chunk = match tokio::time::timeout(FLUVIO_WAIT, chunks.next()).await {
-                Err(_) => continue,
+                Err(_) => {
+                    // Quiet: is there nothing more, or is it not coming?
+                    if !caught_up && tokio::time::Instant::now() >= next_ask {
+                        next_ask = tokio::time::Instant::now() + EXTENT_EVERY;
+                        match probe.ask(&client, &input.endpoint).await {
+                            Ok(extent) if cursor.next().is_some_and(|n| n >= extent.end) => {
+                                caught_up = true;
+                                let mut at_end = Records::new(name.clone(), now());
+                                at_end.caught_up = true;
+                                if !hand_over_async(&log, &shared, at_end, &stop).await {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!("{name}: {e}"),
+                        }
+                    }
+                    continue;
+                }
                 Ok(None) => break,
                 Ok(Some(c)) => c,
             };
+            caught_up = false;
             let mut records = Records::new(name.clone(), now());
             let mut failed = None;
             let mut reread = false;
@@ -303,7 +362,8 @@ async fn consume_partition(
                 break;
             }
             if reread {
-                tracing::info!("{name}: offsets skipped past {:?}; reading again from there", cursor.next());
+                tracing::warn!("{name}: offsets skipped past {:?}; reading again from there", cursor.next());
+                metrics::counter!(telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(1);
                 break;
             }
         }
@@ -313,10 +373,14 @@ async fn consume_partition(
 /// Hands a batch to the log from async code: waits (without blocking the runtime)
 /// while the worker is behind or the log queue is full.
 async fn hand_over_async(log: &Sender<Append>, shared: &Shared, records: Records, stop: &Stop) -> bool {
+    hand_over_input(log, shared, Input::Records(records), stop).await
+}
+
+async fn hand_over_input(log: &Sender<Append>, shared: &Shared, input: Input, stop: &Stop) -> bool {
     while shared.over_backlog() && !stop.stopped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut append = Append::new(Input::Records(records), None, shared);
+    let mut append = Append::new(input, None, shared);
     loop {
         match log.try_send(append) {
             Ok(()) => return true,

@@ -14,9 +14,9 @@ use crossbeam_channel::{select, Receiver};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::input::{Input, Records, Resume};
+use super::input::{Input, Records, Resume, HTTP_SOURCE};
 use super::recovery::{Policy, Problem};
-use super::shared::{verdict_key, Shared};
+use super::shared::{verdict_key, Shared, SourcesStatus};
 use crate::aggregates::Aggregates;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
@@ -37,6 +37,30 @@ pub const CHECKPOINT_FORMAT: u32 = 3;
 pub struct Logged {
     pub end: u64,
     pub input: Input,
+    pub ack: Option<Ack>,
+}
+
+/// Hears what became of an input once it is durable and applied.
+pub type Ack = oneshot::Sender<Result<Applied, String>>;
+
+/// What applying one batch of records did with each of them.
+#[derive(Debug, Default, Serialize)]
+pub struct Applied {
+    /// Events taken (new ids), now durable and applied in event time.
+    pub accepted: usize,
+    /// Events whose id was already taken for their conversation: skipped, not an error.
+    pub duplicates: usize,
+    /// Records dead-lettered, with where they are in the batch and why: invalid or
+    /// malformed records, and events that arrived `late`.
+    pub rejected: Vec<RecordError>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecordError {
+    pub line: u64,
+    pub offset: u64,
+    pub reason: &'static str,
+    pub error: String,
 }
 
 /// Requests to the worker that do not go through the log.
@@ -55,8 +79,11 @@ pub enum Control {
 #[derive(Clone, Debug)]
 pub struct LiveTime {
     pub wall_clock: bool,
+    /// How long a caught-up file, stdin or partition is quiet before it is left out.
     pub idle_timeout: Span,
-    pub lateness: Span,
+    /// The delivery allowance: the wall clock moves the watermark to now minus this, and
+    /// HTTP is left out after this long without requests.
+    pub delivery: Span,
     /// `Some(skew)`: events further than this ahead of their arrival are invalid.
     pub max_future_skew: Option<Span>,
 }
@@ -330,11 +357,16 @@ impl Worker {
             let input = Input::decode(&entry.payload).with_context(|| {
                 format!("write-ahead log entry at {} of {} does not decode", entry.start, wal_dir.display())
             })?;
-            w.apply(entry.end, &input)?;
+            w.apply(entry.end, &input, None)?;
             rec.replayed_entries += 1;
         }
         rec.wal_pos = w.wal_pos;
         Ok((w, rec))
+    }
+
+    /// The sources the watermark knows (from the checkpoint and the log).
+    pub fn source_names(&self) -> Vec<String> {
+        self.pipeline.engine.watermark().sources().iter().map(|s| s.name.clone()).collect()
     }
 
     /// Where each re-readable source continues.
@@ -358,21 +390,32 @@ impl Worker {
         self.sinks.push(sink);
     }
 
-    /// Applies one log entry ending at `end`.
-    pub fn apply(&mut self, end: u64, input: &Input) -> anyhow::Result<()> {
+    /// How long source `name` must be caught up and quiet before it is left out.
+    pub fn quiet_time(&self, name: &str) -> Nanos {
+        if name == HTTP_SOURCE {
+            self.live.delivery.0
+        } else {
+            self.live.idle_timeout.0
+        }
+    }
+
+    /// Applies one log entry ending at `end`; `report`, when given, hears what became
+    /// of each record.
+    pub fn apply(&mut self, end: u64, input: &Input, report: Option<&mut Applied>) -> anyhow::Result<()> {
         // Whatever a failed call left is not published (nor counted twice).
         self.index_batch.clear();
         self.usage_touched.clear();
         let mut io_err: Option<std::io::Error> = None;
         match input {
-            Input::Records(r) => self.apply_records(r, &mut io_err),
+            Input::Records(r) => self.apply_records(r, &mut io_err, report),
             Input::Tick { now } => {
                 let engine = &mut self.pipeline.engine;
-                engine.mark_idle(*now, self.live.idle_timeout.0);
+                engine.mark_idle(*now);
                 if self.live.wall_clock && engine.watermark().all_idle() {
-                    engine.advance_to(now.saturating_sub(self.live.lateness.0));
+                    engine.advance_to(now.saturating_sub(self.live.delivery.0));
                 }
             }
+            Input::Sources(set) => self.pipeline.engine.set_sources(set.now, |n| set.in_scope(n), &set.sources),
         }
         let (out, index, touched) = (&mut self.out, &mut self.index_batch, &mut self.usage_touched);
         self.pipeline.drain(|v| match out.write(v) {
@@ -419,11 +462,12 @@ impl Worker {
         Ok(())
     }
 
-    fn apply_records(&mut self, r: &Records, io_err: &mut Option<std::io::Error>) {
+    fn apply_records(&mut self, r: &Records, io_err: &mut Option<std::io::Error>, mut report: Option<&mut Applied>) {
         let not_after = self.live.max_future_skew.map(|s| r.received_at.saturating_add(s.0));
+        let quiet = self.quiet_time(&r.source);
         let engine = &mut self.pipeline.engine;
-        engine.mark_idle(r.received_at, self.live.idle_timeout.0);
-        engine.from_source(&r.source, r.received_at);
+        engine.mark_idle(r.received_at);
+        engine.from_source(&r.source, r.received_at, quiet);
         let dead = &mut self.dead;
         for at in &r.records {
             let pos = Position { source: &r.source, line: at.line, offset: at.offset };
@@ -431,18 +475,25 @@ impl Worker {
                 if let Err(e) = dead.write(&d) {
                     io_err.get_or_insert(e);
                 }
+                if let Some(rep) = report.as_deref_mut() {
+                    let error = d.error.into_owned();
+                    rep.rejected.push(RecordError { line: d.line, offset: d.offset, reason: d.reason.as_str(), error });
+                }
             });
             match fed {
                 Fed::Blank => {}
                 Fed::Rejected(reason) => self.counters.rejected(reason),
                 Fed::Event(kind, result) => {
                     self.counters.event(kind, result);
-                    if result == EventResult::Late {
-                        self.counters.rejected(crate::decode::RejectReason::Late);
+                    match result {
+                        EventResult::Late => self.counters.rejected(crate::decode::RejectReason::Late),
+                        EventResult::Accepted => report.iter_mut().for_each(|rep| rep.accepted += 1),
+                        EventResult::Duplicate => report.iter_mut().for_each(|rep| rep.duplicates += 1),
                     }
                 }
             }
         }
+        self.pipeline.engine.set_caught_up(r.caught_up);
         if let Some(pos) = &r.resume {
             self.sources.insert(r.source.clone(), pos.clone());
         }
@@ -529,13 +580,16 @@ impl Worker {
         metrics::gauge!(telemetry::BUFFERED).set(report.buffered_events as f64);
         metrics::gauge!(telemetry::BACKLOG).set(self.shared.backlog.load(Ordering::Relaxed) as f64);
         let lateness = e.watermark().lateness();
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         for src in e.watermark().sources() {
             if let Some(t) = src.watermark(lateness) {
                 metrics::gauge!(telemetry::SOURCE_WATERMARK, "source" => src.name.clone())
                     .set(telemetry::unix_seconds(t));
             }
-            metrics::gauge!(telemetry::SOURCE_IDLE, "source" => src.name.clone()).set(if src.idle { 1.0 } else { 0.0 });
+            metrics::gauge!(telemetry::SOURCE_IDLE, "source" => src.name.clone()).set(flag(src.idle));
+            metrics::gauge!(telemetry::SOURCE_CAUGHT_UP, "source" => src.name.clone()).set(flag(src.caught_up));
         }
+        self.shared.sources.store(Arc::new(SourcesStatus::of(e.watermark(), &self.live)));
         let wm = e.watermark().current();
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
@@ -560,7 +614,15 @@ impl Worker {
                 recv(logged) -> msg => match msg {
                     Ok(l) => {
                         let weight = l.input.weight();
-                        self.apply(l.end, &l.input)?;
+                        let mut applied = l.ack.is_some().then(Applied::default);
+                        let r = self.apply(l.end, &l.input, applied.as_mut());
+                        if let Some(ack) = l.ack {
+                            let _ = ack.send(match &r {
+                                Ok(()) => Ok(applied.unwrap_or_default()),
+                                Err(e) => Err(format!("logged, but applying it failed: {e:#}")),
+                            });
+                        }
+                        r?;
                         self.shared.backlog.fetch_sub(weight, Ordering::Relaxed);
                     }
                     Err(_) => break,

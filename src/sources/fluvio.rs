@@ -155,6 +155,12 @@ pub fn source_name(topic: &str, partition: u32) -> String {
     format!("fluvio:{topic}/{partition}")
 }
 
+/// The source name of a whole topic: it stands for its partitions until they are known,
+/// and scopes them.
+pub fn topic_source(topic: &str) -> String {
+    format!("fluvio:{topic}")
+}
+
 /// The partition of a source name of `topic`, if it is one.
 pub fn partition_of(topic: &str, source: &str) -> Option<u32> {
     source.strip_prefix("fluvio:")?.strip_prefix(topic)?.strip_prefix('/')?.parse().ok()
@@ -178,13 +184,23 @@ pub enum Taken {
 /// Follows one partition's offsets: what to log next and where to resume.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionCursor {
-    /// The next offset to read; `None` until the first record when starting at `end`.
+    /// The next offset to read; `None` until the partition's extent is known.
     next: Option<i64>,
 }
 
 impl PartitionCursor {
     pub fn new(checkpointed: Option<i64>) -> Self {
         PartitionCursor { next: checkpointed }
+    }
+
+    /// A partition with no checkpointed position starts at its first record held
+    /// (`beginning`) or its end at subscription (`end`), so a first record delivered
+    /// past that is a gap like any other. Returns the position, once set.
+    pub fn start_at(&mut self, extent: Extent, start: StartAt) -> i64 {
+        *self.next.get_or_insert(match start {
+            StartAt::Beginning => extent.start,
+            StartAt::End => extent.end,
+        })
     }
 
     /// Adds a consumed record to `batch` if it is the next one.
@@ -217,6 +233,84 @@ impl PartitionCursor {
     pub fn next(&self) -> Option<i64> {
         self.next
     }
+}
+
+/// What a partition holds, as its leader says: the first offset still held (retention
+/// removes from the front) and the offset the next record will get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Asks a partition's leader for the partition's [`Extent`], over a connection kept
+/// between asks. The client crate asks the same before it streams, but does not tell.
+pub struct ExtentProbe {
+    topic: String,
+    partition: u32,
+    socket: Option<fluvio_socket::VersionedSerialSocket>,
+}
+
+impl ExtentProbe {
+    pub fn new(topic: &str, partition: u32) -> Self {
+        ExtentProbe { topic: topic.to_string(), partition, socket: None }
+    }
+
+    /// The extent now. An error (the leader unknown, down, or not ready for the
+    /// partition yet) drops the connection; the next ask connects again.
+    pub async fn ask(&mut self, client: &Fluvio, endpoint: &str) -> Result<Extent, FluvioSourceError> {
+        let asked = self.ask_once(client).await;
+        if asked.is_err() {
+            self.socket = None;
+        }
+        asked.map_err(|e| FluvioSourceError::Cluster { endpoint: endpoint.into(), cause: format!("{e:#}") })
+    }
+
+    async fn ask_once(&mut self, client: &Fluvio) -> anyhow::Result<Extent> {
+        use fluvio::dataplane::link::ErrorCode;
+        use fluvio::dataplane::record::ReplicaKey;
+        use fluvio_spu_schema::server::fetch_offset::FetchOffsetsRequest;
+        let replica = ReplicaKey::new(self.topic.clone(), self.partition);
+        let socket = match self.socket.take().filter(|s| !s.is_stale()) {
+            Some(s) => s,
+            None => leader_socket(client, &self.topic, self.partition).await?,
+        };
+        let answer = socket.send_receive(FetchOffsetsRequest::new(self.topic.clone(), self.partition)).await?;
+        let p = answer.find_partition(&replica).ok_or_else(|| anyhow::anyhow!("the leader has no {replica}"))?;
+        anyhow::ensure!(p.error_code == ErrorCode::None, "the leader of {replica} answered {:?}", p.error_code);
+        self.socket = Some(socket);
+        Ok(Extent { start: p.start_offset, end: p.last_stable_offset })
+    }
+}
+
+/// A connection to the SPU that leads `topic`'s `partition`.
+async fn leader_socket(
+    client: &Fluvio,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<fluvio_socket::VersionedSerialSocket> {
+    use fluvio::metadata::partition::PartitionSpec;
+    use fluvio::metadata::spu::SpuSpec;
+    use fluvio_socket::{ClientConfig, MultiplexerSocket, VersionedSerialSocket};
+    let admin = client.admin().await;
+    // Partitions are named `topic-N`; the SC answers with all of them.
+    let key = format!("{topic}-{partition}");
+    let leader = admin
+        .all::<PartitionSpec>()
+        .await?
+        .into_iter()
+        .find(|m| m.name == key)
+        .ok_or_else(|| anyhow::anyhow!("partition {key} is not known to the SC yet"))?
+        .spec
+        .leader;
+    let spu = admin
+        .all::<SpuSpec>()
+        .await?
+        .into_iter()
+        .find(|m| m.spec.id == leader)
+        .ok_or_else(|| anyhow::anyhow!("the leader of {key}, SPU {leader}, is not known to the SC"))?;
+    let (socket, config, versions) = ClientConfig::with_addr(spu.spec.public_endpoint.addr()).connect().await?.split();
+    Ok(VersionedSerialSocket::new(MultiplexerSocket::shared(socket), config, versions))
 }
 
 /// Connects to the cluster whose SC listens at `endpoint` (`host:port`).
@@ -307,10 +401,22 @@ mod tests {
         assert_eq!((b.records[0].offset, b.records[0].line), (10, 0));
         let r = b.records[2];
         assert_eq!((r.len as usize, r.size, r.truncated), (TOO_LARGE_EXCERPT, big.len() as u64, true));
-        // Starting at `end`, the first record sets the position.
+        // A checkpointed position wins over the partition's extent.
+        let extent = Extent { start: 3, end: 900 };
+        assert_eq!(c.start_at(extent, StartAt::End), 13);
+    }
+
+    #[test]
+    fn a_new_partition_starts_at_its_extent_and_a_later_first_record_is_a_gap() {
+        let extent = Extent { start: 40, end: 500 };
+        let mut b = Records::new("fluvio:t/0", 0);
         let mut c = PartitionCursor::new(None);
-        assert_eq!(c.take(&mut b, 500, b"{}"), Taken::Added);
-        assert_eq!(c.next(), Some(501));
+        assert_eq!(c.start_at(extent, StartAt::Beginning), 40);
+        assert_eq!(c.take(&mut b, 87, b"{}"), Taken::Gap { expected: 40 }, "records 40..87 were not delivered");
+        assert_eq!(c.take(&mut b, 40, b"{}"), Taken::Added);
+        let mut c = PartitionCursor::new(None);
+        assert_eq!(c.start_at(extent, StartAt::End), 500, "the end at subscription, not the first record");
+        assert_eq!(c.take(&mut b, 502, b"{}"), Taken::Gap { expected: 500 });
     }
 
     #[test]

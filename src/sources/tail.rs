@@ -151,17 +151,18 @@ impl Follower {
         Ok(true)
     }
 
-    /// Appends the complete lines available now (about `max_bytes` of them) to `out`.
-    pub fn poll(&mut self, max_bytes: usize, out: &mut Batch) -> Result<(), TailError> {
+    /// Appends the complete lines available now (about `max_bytes` of them) to `out`;
+    /// returns whether it read to the end of the file (or there is no file yet).
+    pub fn poll(&mut self, max_bytes: usize, out: &mut Batch) -> Result<bool, TailError> {
         if self.open.is_none() && !self.open_path()? {
-            return Ok(());
+            return Ok(true);
         }
         let start_len = out.buf.len();
         loop {
             if out.buf.len() - start_len >= max_bytes {
-                return Ok(());
+                return Ok(false);
             }
-            let Some(o) = self.open.as_mut() else { return Ok(()) };
+            let Some(o) = self.open.as_mut() else { return Ok(true) };
             let n = match o.file.read(&mut self.chunk) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -173,7 +174,7 @@ impl Follower {
             }
             // At the end of the open file: has the path moved on?
             let here = std::fs::metadata(&self.path);
-            let Some(o) = self.open.as_mut() else { return Ok(()) };
+            let Some(o) = self.open.as_mut() else { return Ok(true) };
             match here {
                 Ok(m) if m.dev() == o.dev && m.ino() == o.ino => {
                     let read_to = o.offset + o.partial_size;
@@ -193,17 +194,17 @@ impl Follower {
                         o.partial_size = 0;
                         continue;
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Ok(_) => {
                     // Rotated: the old file is complete; its unterminated rest is a line.
                     Self::finish_partial(o, out);
                     self.open = None;
                     if !self.open_path()? {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
                 Err(e) => return Err(TailError { path: self.path.clone(), op: "reading metadata", source: e }),
             }
         }

@@ -56,11 +56,13 @@ pub fn diff(name: &str, got: &BTreeSet<String>, want: &BTreeSet<String>) {
 }
 
 /// A service driven until (nearly) every metric is exported: events that decide a
-/// billable conversation, an escalation, a malformed record, and Fluvio source and sinks
-/// configured against a port where no cluster listens (so their error metrics show,
-/// while HTTP ingest goes on). Returns the service and its `/metrics` text.
+/// billable conversation, an escalation, a malformed record, a followed file, and
+/// Fluvio sinks configured against a port where no cluster listens (so their error
+/// metrics show, while HTTP ingest goes on). Returns the service and its `/metrics` text.
 pub fn exercised_metrics() -> (Service, String) {
     let nowhere = format!("127.0.0.1:{}", free_port());
+    // A followed file that does not exist yet: caught up, so it holds nothing back
+    // (an unreachable Fluvio source would hold the watermark, as it must).
     let args = [
         "--wall-clock",
         "false",
@@ -68,8 +70,8 @@ pub fn exercised_metrics() -> (Service, String) {
         "200ms",
         "--fluvio-endpoint",
         &nowhere,
-        "--fluvio-topic",
-        "events",
+        "--input",
+        "later.ndjson",
     ];
     let sinks = ["--fluvio-verdict-topic", "verdicts", "--fluvio-dead-letter-topic", "dead"];
     let svc = Service::start(&[&args[..], &sinks[..]].concat());
