@@ -5,94 +5,17 @@
 //! together equal a replay of the same events; the verdict topic holds every verdict,
 //! with duplicates only of identical records; usage adds up across the instances.
 //!
-//! Without `FLUVIO_SC_ADDR` the tests say so and pass without running: the cluster's
-//! binaries are in no package registry, so CI machines have none.
+//! Without `FLUVIO_SC_ADDR` the tests say so and pass without running (see
+//! `common/cluster.rs`).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cluster::{cluster, consume_all, sentinels, tag, verdict, wait_until};
 use common::{diff, lines, once, Service};
-use fluvio::consumer::ConsumerConfigExtBuilder;
-use fluvio::{Fluvio, FluvioClusterConfig, Offset, RecordKey, TopicProducerConfigBuilder};
-use futures_util::StreamExt;
 use serde_json::Value;
-
-fn cluster() -> Option<String> {
-    match std::env::var("FLUVIO_SC_ADDR") {
-        Ok(a) if !a.is_empty() => Some(a),
-        _ => {
-            eprintln!("SKIPPED: no Fluvio cluster (set FLUVIO_SC_ADDR=host:port of a running SC to run this test)");
-            None
-        }
-    }
-}
-
-fn verdict(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_verdict")).current_dir(common::root()).args(args).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "verdict {args:?} failed:\n{err}");
-    err
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
-}
-
-async fn connect(addr: &str) -> Fluvio {
-    Fluvio::connect_with_config(&FluvioClusterConfig::new(addr)).await.unwrap()
-}
-
-/// A far-future event on each partition: every instance's watermark passes every real
-/// deadline, so all that replay decides gets decided.
-fn sentinels(addr: &str, topic: &str, partitions: u32) -> Vec<String> {
-    let lines: Vec<String> = (0..partitions)
-        .map(|p| {
-            format!(
-                r#"{{"id":"sentinel-{p}","type":"conversation.started","tenant":"zz-sentinel","conversation":"s{p}","ts":"2030-01-01T00:00:00Z"}}"#
-            )
-        })
-        .collect();
-    runtime().block_on(async {
-        let f = connect(addr).await;
-        for (p, line) in lines.iter().enumerate() {
-            let cfg = TopicProducerConfigBuilder::default().set_specific_partitioner(p as u32).build().unwrap();
-            let prod = f.topic_producer_with_config(topic, cfg).await.unwrap();
-            prod.send(RecordKey::NULL, line.clone()).await.unwrap().wait().await.unwrap();
-        }
-    });
-    lines
-}
-
-/// Every record of `topic` (all partitions) until `done` holds or 60 s pass.
-fn consume_all(addr: &str, topic: &str, partitions: u32, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    runtime().block_on(async {
-        let f = connect(addr).await;
-        let mut got = Vec::new();
-        let started = Instant::now();
-        let mut streams = Vec::new();
-        for p in 0..partitions {
-            let cfg = ConsumerConfigExtBuilder::default()
-                .topic(topic.to_string())
-                .partition(p)
-                .offset_start(Offset::beginning())
-                .build()
-                .unwrap();
-            streams.push(f.consumer_with_config(cfg).await.unwrap());
-        }
-        let mut all = futures_util::stream::select_all(streams);
-        while !done(&got) {
-            assert!(started.elapsed() < Duration::from_secs(60), "only {} records on {topic}", got.len());
-            if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), all.next()).await {
-                let r = r.unwrap();
-                got.push(String::from_utf8(r.value().to_vec()).unwrap());
-            }
-        }
-        got
-    })
-}
 
 fn verdict_ids(lines: &[String]) -> BTreeSet<String> {
     lines
@@ -110,28 +33,6 @@ fn reasons(path_lines: &[String]) -> BTreeMap<String, usize> {
     m
 }
 
-fn wait_until(what: &str, ok: impl Fn() -> bool, svcs: &[&Service]) {
-    let started = Instant::now();
-    while !ok() {
-        if started.elapsed() > Duration::from_secs(90) {
-            let state: Vec<String> = svcs
-                .iter()
-                .map(|s| {
-                    let m = s.metrics();
-                    let m: Vec<&str> = m
-                        .lines()
-                        .filter(|l| l.starts_with("verdict_source") || l.starts_with("verdict_watermark_t"))
-                        .filter(|l| l.starts_with("verdict_") && !l.ends_with(" 0"))
-                        .collect();
-                    format!("{} verdicts; {}\n{}", lines(&s.output()).len(), m.join("\n"), s.stderr())
-                })
-                .collect();
-            panic!("{what}: not reached in 90 s\n{}", state.join("\n----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn billable_count(usage: &Value) -> u64 {
     usage["billable_count"].as_u64().unwrap_or_else(|| panic!("no billable_count in {usage}"))
 }
@@ -140,7 +41,7 @@ fn billable_count(usage: &Value) -> u64 {
 fn two_instances_classify_a_topic_through_a_crash() {
     let Some(addr) = cluster() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let tag = format!("{}-{}", std::process::id(), verdict::timestamp::now() % 1_000_000_007);
+    let tag = tag();
     let (events, verdicts, dead) = (format!("ev-{tag}"), format!("vd-{tag}"), format!("dl-{tag}"));
     verdict(&["fluvio-setup", "--endpoint", &addr, "--topic", &format!("{events}:3")]);
     verdict(&[

@@ -109,9 +109,19 @@ impl Watermark {
     /// Input from `name` arrived at `arrival`: later events are observed as that
     /// source's, and it is active again. A new source (left out after `quiet` once
     /// caught up) holds the watermark back from now on, until its first event or until
-    /// it is idle.
+    /// it is idle. If every source was idle, the others come back in too.
     pub fn from_source(&mut self, name: &str, arrival: Nanos, quiet: Nanos) {
         let i = self.index_or_add(name, arrival, quiet);
+        if self.sources[i].idle && self.all_idle() {
+            // A pause ends: sources that went quiet together (one producer writing to all
+            // partitions, say) come back together, and the first to deliver must not make
+            // the others' records late. Each left out for no longer than this one must go
+            // quiet again before it is left out again.
+            let q = self.sources[i].quiet;
+            for s in self.sources.iter_mut().filter(|s| s.quiet <= q) {
+                (s.idle, s.last_arrival) = (false, s.last_arrival.max(arrival));
+            }
+        }
         let s = &mut self.sources[i];
         s.last_arrival = s.last_arrival.max(arrival);
         s.idle = false;
@@ -314,6 +324,34 @@ mod tests {
         assert!(!w.all_idle(), "http waits for its own quiet time");
         w.mark_idle(1_000_600);
         assert!(w.all_idle());
+    }
+
+    #[test]
+    fn when_a_pause_ends_the_first_source_back_does_not_run_ahead_of_the_others() {
+        let mut w = Watermark::new(10);
+        for (p, ts) in [("p0", 1_000), ("p1", 1_000)] {
+            w.from_source(p, 0, 100);
+            w.observe(ts);
+            w.set_caught_up(true);
+        }
+        w.from_source("http", 0, 5_000);
+        w.set_caught_up(true);
+        w.mark_idle(5_000);
+        assert!(w.all_idle(), "a pause: every source caught up and quiet");
+        // The producer writes to both partitions again; p0's records arrive first.
+        w.from_source("p0", 6_000, 100);
+        assert!(!w.observe(90_000), "p1 is back in: p0 alone does not move the watermark");
+        assert!(!w.is_late(1_500), "p1's records of the same stretch are not late");
+        w.from_source("p1", 6_050, 100);
+        assert!(w.observe(80_000));
+        assert_eq!(w.current(), 79_990);
+        assert!(w.sources().iter().find(|s| s.name == "http").unwrap().idle, "a longer quiet time stays out");
+        // A source with nothing to deliver goes quiet again and stops holding back.
+        w.set_caught_up(true);
+        w.from_source("p0", 6_100, 100);
+        assert!(!w.mark_idle(6_149));
+        assert!(w.mark_idle(6_150), "p1 quiet again while p0 runs on");
+        assert_eq!(w.current(), 89_990);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod http;
 pub mod input;
+pub mod partitions;
 pub mod recovery;
 pub mod reload;
 pub mod sequencer;
@@ -196,14 +197,14 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         source_threads.push(handle);
     }
     let fluvio_source = cfg.fluvio_topic.clone().map(|topic| {
-        let input = sources::FluvioInput {
+        let input = partitions::FluvioInput {
             endpoint: cfg.fluvio_endpoint(),
             topic,
             partitions: cfg.fluvio_partitions(),
             start: cfg.fluvio_start(),
             quiet: cfg.idle_timeout().0,
         };
-        sources::spawn_fluvio(input, &positions, log_tx.clone(), shared.clone(), stop.clone())
+        partitions::spawn_fluvio(input, &positions, log_tx.clone(), shared.clone(), stop.clone())
     });
     // Ticks run with the wall clock off too: they notice sources going quiet.
     let clock = sources::spawn_clock(cfg.tick_interval(), log_tx.clone(), shared.clone());

@@ -2,6 +2,8 @@
 //! own copy of the rules and its own state directory, driven over real HTTP.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
