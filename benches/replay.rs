@@ -109,7 +109,7 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, u
     for (i, line) in lines(buf).enumerate() {
         let at = Position { source: "bench", line: i as u64 + 1, offset: 0 };
         p.feed(line, line.len() as u64, false, None, at, &mut |_| rejected += 1);
-        if at.line % drain_every == 0 {
+        if at.line.is_multiple_of(drain_every) {
             p.drain(&mut write);
         }
     }

@@ -1218,7 +1218,7 @@ fn push_micros(b: &mut Vec<u8>, micros: u32, fixed: bool) {
     b.push(b'.');
     let mut digits = 6;
     if !fixed {
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }

@@ -168,7 +168,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
                     keep_first(&mut io_err, dead.write(&d))
                 });
                 records += 1;
-                if records % DRAIN_EVERY == 0 {
+                if records.is_multiple_of(DRAIN_EVERY) {
                     pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
                 }
                 if let Some(e) = io_err.take() {

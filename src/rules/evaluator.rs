@@ -55,7 +55,7 @@ impl Evaluator {
     /// Runs `func` of `outcome`. The error names the file, the line and the cause.
     pub fn call(&mut self, engine: &Engine, outcome: &Outcome, func: &str, how: Call<'_>) -> Result<(), String> {
         self.calls = self.calls.wrapping_add(1);
-        let started = (self.calls % TIME_EVERY == 0).then(std::time::Instant::now);
+        let started = self.calls.is_multiple_of(TIME_EVERY).then(std::time::Instant::now);
         if outcome.native.call(func, &mut self.ctx.lock(), &how, &mut self.stack) {
             if let Some(t) = started {
                 self.timing.record(t.elapsed().as_secs_f64());
