@@ -193,3 +193,25 @@ fn a_shortened_verdict_file_is_reported_not_appended_to() {
     assert_eq!(problems(&svc, "output_short"), "1");
     assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
 }
+
+#[test]
+fn a_state_directory_of_the_previous_release_is_recovered_and_goes_on() {
+    // Written by the previous release (checkpoint format 2, log entries from before
+    // sources said they were caught up): the first 400 events of the sample posted, a
+    // clean stop, 200 more posted, then SIGKILL, so the log holds entries after the
+    // checkpoint.
+    let fixture = common::root().join("tests/fixtures/state-v2");
+    let tmp = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(common::root().join("examples/sample.ndjson")).unwrap();
+    let sentinel = r#"{"id":"sentinel","type":"conversation.started","tenant":"zz","conversation":"s","ts":"2030-01-01T00:00:00Z"}"#;
+    let all: Vec<&str> = sample.lines().chain([sentinel]).collect();
+    let input = tmp.path().join("all.ndjson");
+    std::fs::write(&input, all.join("\n") + "\n").unwrap();
+    let (want, _) = common::expected(tmp.path(), &input);
+    let mut svc = Service::start_on(&ARGS, &fixture);
+    assert!(svc.stderr().contains("of format 2 (an upgrade)"), "{}", svc.stderr());
+    post_all(&svc, all[600..].join("\n").as_bytes());
+    wait_for_verdicts(&svc, want.len());
+    assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
+    diff("verdicts across the upgrade", &once(&svc.output()), &want);
+}

@@ -6,6 +6,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"VRDCKPT\0";
@@ -19,12 +20,20 @@ pub enum CheckpointError {
     Short(u64),
     #[error("not a verdict checkpoint (bad magic)")]
     Magic,
-    #[error("format version {found}, this build reads {expected}")]
-    Version { found: u32, expected: u32 },
+    #[error("format version {found}, this build reads {}", fmt_versions(.reads))]
+    Version { found: u32, reads: RangeInclusive<u32> },
     #[error("the header says {said} payload bytes, the file holds {found}")]
     Length { said: u64, found: u64 },
     #[error("checksum mismatch: the payload is corrupt")]
     Checksum,
+}
+
+fn fmt_versions(r: &RangeInclusive<u32>) -> String {
+    if r.start() == r.end() {
+        r.start().to_string()
+    } else {
+        format!("{} to {}", r.start(), r.end())
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
@@ -47,6 +56,8 @@ pub struct Written {
 pub struct Good {
     pub seq: u64,
     pub path: PathBuf,
+    /// The payload's format version.
+    pub version: u32,
     pub payload: Vec<u8>,
 }
 
@@ -131,7 +142,7 @@ impl CheckpointStore {
         Ok(Written { seq, path, bytes: (HEADER + payload.len()) as u64 })
     }
 
-    fn read(path: &Path, version: u32) -> Result<Vec<u8>, CheckpointError> {
+    fn read(path: &Path, reads: &RangeInclusive<u32>) -> Result<(u32, Vec<u8>), CheckpointError> {
         let mut f = File::open(path).map_err(io_err("opening", path))?;
         let size = f.metadata().map_err(io_err("reading", path))?.len();
         if size < HEADER as u64 {
@@ -143,8 +154,8 @@ impl CheckpointStore {
             return Err(CheckpointError::Magic);
         }
         let found = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-        if found != version {
-            return Err(CheckpointError::Version { found, expected: version });
+        if !reads.contains(&found) {
+            return Err(CheckpointError::Version { found, reads: reads.clone() });
         }
         let said = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
         let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
@@ -157,7 +168,7 @@ impl CheckpointStore {
         if crc32fast::hash(&payload) != crc {
             return Err(CheckpointError::Checksum);
         }
-        Ok(payload)
+        Ok((found, payload))
     }
 
     /// Sequence numbers of the checkpoints present, newest first.
@@ -167,11 +178,11 @@ impl CheckpointStore {
         Ok(seqs)
     }
 
-    /// Reads and verifies checkpoint `seq`.
-    pub fn load(&self, seq: u64, version: u32) -> Result<Good, Rejected> {
+    /// Reads and verifies checkpoint `seq`, of a format version in `reads`.
+    pub fn load(&self, seq: u64, reads: RangeInclusive<u32>) -> Result<Good, Rejected> {
         let path = self.path(seq);
-        match Self::read(&path, version) {
-            Ok(payload) => Ok(Good { seq, path, payload }),
+        match Self::read(&path, &reads) {
+            Ok((version, payload)) => Ok(Good { seq, path, version, payload }),
             Err(cause) => Err(Rejected { path, cause }),
         }
     }
@@ -180,7 +191,7 @@ impl CheckpointStore {
     pub fn load_latest(&self, version: u32) -> Result<Loaded, CheckpointError> {
         let mut loaded = Loaded::default();
         for seq in self.newest_first()? {
-            match self.load(seq, version) {
+            match self.load(seq, version..=version) {
                 Ok(good) => {
                     loaded.newest = Some(good);
                     break;

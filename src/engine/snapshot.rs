@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::reorder::Reorder;
 use super::state::ConvTable;
 use super::timers::TimerQueue;
-use super::watermark::Watermark;
+use super::watermark::{Watermark, WatermarkV2};
 use super::{Engine, EngineConfig, Stats};
 use crate::rules::api::Timers;
 use crate::rules::RuleSet;
@@ -43,6 +43,26 @@ pub struct EngineSnapshot {
     convs: ConvTable,
     pending: Reorder,
     timers: TimerQueue,
+}
+
+/// An engine snapshot of checkpoint format 2, before sources said whether they were
+/// caught up.
+#[derive(Deserialize)]
+pub struct EngineSnapshotV2 {
+    outcome_names: Vec<String>,
+    seq: u64,
+    stats: Stats,
+    wm: WatermarkV2,
+    convs: ConvTable,
+    pending: Reorder,
+    timers: TimerQueue,
+}
+
+impl From<EngineSnapshotV2> for EngineSnapshot {
+    fn from(s: EngineSnapshotV2) -> Self {
+        let EngineSnapshotV2 { outcome_names, seq, stats, wm, convs, pending, timers } = s;
+        EngineSnapshot { outcome_names, seq, stats, wm: wm.into(), convs, pending, timers }
+    }
 }
 
 impl Serialize for Engine {

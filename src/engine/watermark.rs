@@ -41,6 +41,45 @@ pub struct SourceClock {
     pub idle: bool,
 }
 
+/// The watermark as checkpoint format 2 held it: a source was idle after the idle
+/// timeout, whether caught up or not.
+#[derive(serde::Deserialize)]
+pub struct WatermarkV2 {
+    lateness: Nanos,
+    max_ts: Option<Nanos>,
+    current: Nanos,
+    sources: Vec<SourceClockV2>,
+    from: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceClockV2 {
+    name: String,
+    max_ts: Option<Nanos>,
+    last_arrival: Nanos,
+    idle: bool,
+}
+
+impl From<WatermarkV2> for Watermark {
+    /// Every source starts over anyway when the service starts (its quiet time comes
+    /// from the configuration then); until then each is as it was.
+    fn from(w: WatermarkV2) -> Self {
+        let sources = w
+            .sources
+            .into_iter()
+            .map(|s| SourceClock {
+                name: s.name,
+                max_ts: s.max_ts,
+                last_arrival: s.last_arrival,
+                caught_up: s.idle,
+                quiet: 0,
+                idle: s.idle,
+            })
+            .collect();
+        Watermark { lateness: w.lateness, max_ts: w.max_ts, current: w.current, sources, from: w.from }
+    }
+}
+
 impl SourceClock {
     /// This source's own watermark.
     pub fn watermark(&self, lateness: Nanos) -> Option<Nanos> {

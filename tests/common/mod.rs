@@ -186,6 +186,19 @@ pub fn wait_for_verdicts(svc: &Service, n: usize) {
     }
 }
 
+/// Copies a directory with its subdirectories.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -223,8 +236,18 @@ impl Service {
         Self::start_env(args, &[])
     }
 
-    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+    /// Starts a service on a copy of the state directory `state` (a fixture).
+    pub fn start_on(args: &[&str], state: &Path) -> Service {
         let dir = tempfile::tempdir().unwrap();
+        copy_tree(state, &dir.path().join("state"));
+        Self::start_in(dir, args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Service {
+        Self::start_in(tempfile::tempdir().unwrap(), args, env)
+    }
+
+    fn start_in(dir: tempfile::TempDir, args: &[&str], env: &[(&str, &str)]) -> Service {
         copy_dir(&root().join("rules"), &dir.path().join("rules"));
         let mut s = Service { dir, port: 0, args: args.iter().map(|a| a.to_string()).collect(), child: None, runs: 0 };
         s.spawn(env);

@@ -4,34 +4,24 @@
 //! output is a function of the log, which is what makes recovery exact.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use crossbeam_channel::{select, Receiver};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::input::{Input, Records, Resume, HTTP_SOURCE};
-use super::recovery::{Policy, Problem};
 use super::shared::{verdict_key, Shared, SourcesStatus};
-use crate::aggregates::Aggregates;
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
-use crate::engine::snapshot::EngineSnapshot;
-use crate::engine::{Engine, EngineConfig};
 use crate::replay::{Fed, Pipeline, Position};
 use crate::rules::RuleSet;
-use crate::sinks::append::{AppendFile, Reopened};
-use crate::statedir::StateDir;
+use crate::sinks::append::AppendFile;
 use crate::telemetry::{self, EventCounters, EventResult};
 use crate::timestamp::{self, Nanos, Span};
-use crate::wal::{Wal, WalError, WalReader};
-
-/// Checkpoint payload format; bump on any change to [`CheckpointRef`].
-pub const CHECKPOINT_FORMAT: u32 = 3;
 
 /// A log entry handed to the worker once it is durable.
 pub struct Logged {
@@ -88,35 +78,6 @@ pub struct LiveTime {
     pub max_future_skew: Option<Span>,
 }
 
-/// The first field names the state directory, so a checkpoint copied in from another
-/// one is recognised (it is read alone, before the rest).
-#[derive(Serialize)]
-struct CheckpointRef<'a> {
-    dir_id: u128,
-    wal_pos: u64,
-    output_len: u64,
-    dead_len: u64,
-    sources: &'a BTreeMap<String, Resume>,
-    sinks: BTreeMap<String, u64>,
-    usage: &'a Aggregates,
-    verdicts: Vec<(u128, u64)>,
-    engine: &'a Engine,
-}
-
-#[derive(Deserialize)]
-struct CheckpointOwned {
-    /// Checked before the rest is decoded.
-    _dir_id: u128,
-    wal_pos: u64,
-    output_len: u64,
-    dead_len: u64,
-    sources: BTreeMap<String, Resume>,
-    sinks: BTreeMap<String, u64>,
-    usage: Aggregates,
-    verdicts: Vec<(u128, u64)>,
-    engine: EngineSnapshot,
-}
-
 /// A sink's name and how far it has been acknowledged, shared with the sink's task.
 #[derive(Clone, Debug)]
 pub struct SinkProgress {
@@ -125,6 +86,12 @@ pub struct SinkProgress {
     /// Ships the dead letters (else the verdicts).
     pub dead_letters: bool,
 }
+
+mod payload;
+mod recover;
+
+pub use payload::CHECKPOINT_FORMAT;
+pub use recover::Recovered;
 
 pub struct Worker {
     pipeline: Pipeline,
@@ -152,218 +119,7 @@ pub struct Worker {
     usage_touched: BTreeMap<String, Vec<String>>,
 }
 
-/// What recovery found, for the log.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    pub checkpoint: Option<(u64, u64)>,
-    pub checkpoint_path: Option<std::path::PathBuf>,
-    pub rejected_checkpoints: Vec<String>,
-    pub replayed_entries: u64,
-    pub output_cut: u64,
-    pub wal_pos: u64,
-}
-
 impl Worker {
-    /// Loads the newest good checkpoint of this state directory (or starts empty), cuts
-    /// the outputs back to it and replays the log after it. What it finds wrong is
-    /// reported through `policy` (see [`recovery`](super::recovery)).
-    #[allow(clippy::too_many_arguments)]
-    pub fn recover(
-        cfg: EngineConfig,
-        live: LiveTime,
-        rhai: Arc<rhai::Engine>,
-        rules: Arc<RuleSet>,
-        shared: Arc<Shared>,
-        dir: &mut StateDir,
-        output: &Path,
-        dead_letter: &Path,
-        wal: &mut Wal,
-        policy: Policy,
-    ) -> anyhow::Result<(Worker, Recovered)> {
-        let state_dir = dir.path().to_path_buf();
-        let store = CheckpointStore::open(&state_dir.join("checkpoints"))
-            .with_context(|| format!("cannot open the checkpoint store in {}", state_dir.display()))?;
-        let mut rec = Recovered::default();
-        let known_id = dir.id()?;
-        let mut chosen = None;
-        for seq in store.newest_first().context("cannot list checkpoints")? {
-            let good = match store.load(seq, CHECKPOINT_FORMAT) {
-                Ok(g) => g,
-                Err(r) => {
-                    metrics::counter!(telemetry::CHECKPOINTS_REJECTED).increment(1);
-                    let what = format!("checkpoint {} is unusable and was skipped: {}", r.path.display(), r.cause);
-                    policy.found(Problem::CheckpointRejected, &what, "")?;
-                    rec.rejected_checkpoints.push(format!("{}: {}", r.path.display(), r.cause));
-                    continue;
-                }
-            };
-            let (ckpt_id, _): (u128, _) = bincode::serde::decode_from_slice(&good.payload, bincode::config::standard())
-                .with_context(|| format!("checkpoint {} does not decode", good.path.display()))?;
-            match known_id {
-                Some(id) if id != ckpt_id => {
-                    let what = format!(
-                        "checkpoint {} was written in another state directory (id {ckpt_id:032x}; {} has id \
-                         {id:032x}): its log positions and output lengths are another directory's",
-                        good.path.display(),
-                        state_dir.display()
-                    );
-                    let way_out = "move that checkpoint out of the checkpoints directory (recovery then uses the \
-                                   one before it, or replays the log from its start), or put it back in the state \
-                                   directory it came from; --accept-loss skips it";
-                    policy.found(Problem::ForeignCheckpoint, &what, way_out)?;
-                    continue;
-                }
-                Some(_) => {}
-                None => {
-                    tracing::warn!(
-                        "{} had no state-id file; it takes the id of its checkpoint {}",
-                        state_dir.display(),
-                        good.path.display()
-                    );
-                    dir.set_id(ckpt_id)?;
-                }
-            }
-            chosen = Some(good);
-            break;
-        }
-        let dir_id = match dir.id()? {
-            Some(id) => id,
-            None => {
-                let id = crate::statedir::new_id();
-                dir.set_id(id)?;
-                id
-            }
-        };
-        let mut kept = Vec::new();
-        let (engine, snap) = match chosen {
-            Some(good) => {
-                let (snap, _): (CheckpointOwned, _) =
-                    bincode::serde::decode_from_slice(&good.payload, bincode::config::standard())
-                        .with_context(|| format!("checkpoint {} does not decode", good.path.display()))?;
-                rec.checkpoint = Some((good.seq, snap.wal_pos));
-                rec.checkpoint_path = Some(good.path);
-                kept.push(snap.wal_pos);
-                let CheckpointOwned { _dir_id, wal_pos, output_len, dead_len, sources, sinks, usage, verdicts, engine } =
-                    snap;
-                let engine = Engine::restore(cfg, rhai, rules, engine);
-                (engine, Some((wal_pos, output_len, dead_len, sources, sinks, usage, verdicts)))
-            }
-            None => (Engine::new(cfg, rhai, rules), None),
-        };
-        let (wal_pos, out_len, dead_len, sources, recovered_sinks, usage, mut verdicts) = match snap {
-            Some((w, o, d, src, sinks, u, v)) => (w, Some(o), Some(d), src, sinks, u, v),
-            None => (0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new()),
-        };
-        let checkpoint_name = rec.checkpoint_path.as_ref().map_or_else(String::new, |p| p.display().to_string());
-        let (out, o) =
-            AppendFile::open(output, out_len).with_context(|| format!("cannot open {}", output.display()))?;
-        let (dead, d) = AppendFile::open(dead_letter, dead_len)
-            .with_context(|| format!("cannot open {}", dead_letter.display()))?;
-        for (path, state, recorded) in [(output, o, out_len), (dead_letter, d, dead_len)] {
-            match state {
-                Reopened::Intact => {}
-                Reopened::Cut(n) => {
-                    tracing::info!("cut {n} bytes written after the checkpoint from {}", path.display());
-                    rec.output_cut += n;
-                }
-                Reopened::Shorter { found } => {
-                    let what = format!(
-                        "{} is {found} bytes, but checkpoint {checkpoint_name} recorded {} bytes: what was written \
-                         between is gone (the file was truncated or replaced)",
-                        path.display(),
-                        recorded.unwrap_or(0)
-                    );
-                    let way_out = format!(
-                        "restore {} from a copy that is at least {} bytes long; --accept-loss appends to it as it \
-                         is, and the lost lines stay lost",
-                        path.display(),
-                        recorded.unwrap_or(0)
-                    );
-                    policy.found(Problem::OutputShort, &what, &way_out)?;
-                    if path == output {
-                        // The audit index must not point past the file or into new lines.
-                        verdicts.retain(|&(_, at)| at < found);
-                    }
-                }
-            }
-        }
-        for (tenant, periods) in &usage.tenants {
-            shared.usage.insert(tenant.clone(), periods.clone());
-        }
-        for (id, at) in verdicts {
-            shared.verdicts.insert(id, at);
-        }
-        let mut pipeline = Pipeline::new(engine, Vec::new());
-        pipeline.summary.usage = usage;
-        let wal_dir = wal.dir().to_path_buf();
-        let mut from = wal_pos;
-        if wal_pos > wal.end() {
-            let what = format!(
-                "the write-ahead log in {} ends at position {}, but checkpoint {checkpoint_name} was written at \
-                 position {wal_pos}: the log is not the one the checkpoint was written with (restored from an \
-                 older copy, or cut)",
-                wal_dir.display(),
-                wal.end()
-            );
-            let way_out = format!(
-                "put back the log that goes with the checkpoint (its segments reach position {wal_pos}); \
-                 --accept-loss continues from the checkpoint, whose state already holds everything up to that \
-                 position, and starts the log there; input logged after it but missing from the log is lost"
-            );
-            policy.found(Problem::LogShort, &what, &way_out)?;
-            wal.skip_to(wal_pos).context("continuing the write-ahead log at the checkpoint's position")?;
-        }
-        let mut reader = match WalReader::open(&wal_dir, from) {
-            Err(WalError::Missing { wanted, first }) => {
-                let what = format!(
-                    "the write-ahead log in {} starts at position {first}, but checkpoint {checkpoint_name} needs it \
-                     from position {wanted}: segments it needs were removed",
-                    wal_dir.display()
-                );
-                let way_out = "put back the removed segments (files named by their start position); \
-                               --accept-loss replays what the log still holds, and the input in the removed \
-                               segments is lost";
-                policy.found(Problem::LogMissing, &what, way_out)?;
-                from = first;
-                WalReader::open(&wal_dir, from)
-            }
-            other => other,
-        }
-        .with_context(|| format!("the write-ahead log in {} cannot be read from position {from}", wal_dir.display()))?;
-        let mut w = Worker {
-            pipeline,
-            out,
-            dead,
-            shared,
-            store,
-            live,
-            dir_id,
-            wal_pos: from,
-            sources,
-            sinks: Vec::new(),
-            recovered_sinks,
-            counters: EventCounters::default(),
-            kept,
-            index_batch: Vec::new(),
-            usage_touched: BTreeMap::new(),
-        };
-        while let Some(entry) = reader.next_entry().with_context(|| {
-            format!(
-                "reading the write-ahead log in {}; a damaged segment before the last one cannot be cut off: \
-                 restore it, or move the state directory aside and rebuild from the sources",
-                wal_dir.display()
-            )
-        })? {
-            let input = Input::decode(&entry.payload).with_context(|| {
-                format!("write-ahead log entry at {} of {} does not decode", entry.start, wal_dir.display())
-            })?;
-            w.apply(entry.end, &input, None)?;
-            rec.replayed_entries += 1;
-        }
-        rec.wal_pos = w.wal_pos;
-        Ok((w, rec))
-    }
-
     /// The sources the watermark knows (from the checkpoint and the log).
     pub fn source_names(&self) -> Vec<String> {
         self.pipeline.engine.watermark().sources().iter().map(|s| s.name.clone()).collect()
@@ -505,7 +261,7 @@ impl Worker {
         self.out.sync().context("syncing the verdict output")?;
         self.dead.sync().context("syncing the dead letters")?;
         let verdicts: Vec<(u128, u64)> = self.shared.verdicts.iter().map(|e| (*e.key(), *e.value())).collect();
-        let payload = CheckpointRef {
+        let payload = payload::CheckpointRef {
             dir_id: self.dir_id,
             wal_pos: self.wal_pos,
             output_len: self.out.len(),
