@@ -9,6 +9,8 @@ pub mod decode;
 pub mod engine;
 pub mod gen;
 pub mod kinds;
+pub mod ledger;
+pub mod money;
 pub mod replay;
 pub mod rules;
 pub mod service;

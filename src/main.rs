@@ -37,6 +37,37 @@ enum Command {
         /// Also write the summary as JSON here.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Also write every invoice (all tenants and periods) here, as a JSON array.
+        #[arg(long)]
+        invoices: Option<PathBuf>,
+        /// NDJSON inputs, read one after another; `-` is stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Replay events (conversation and billing) and write the invoices they give under the
+    /// plans of the rules directory: final for closed periods, drafts for open ones.
+    Invoice {
+        /// Outcome definitions, prices and plans directory.
+        #[arg(long, default_value = "rules")]
+        rules: PathBuf,
+        /// Allowed lateness, like 5s.
+        #[arg(long, default_value = "5s")]
+        lateness: Span,
+        /// Only this tenant's invoices.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only this period's invoices (YYYY-MM).
+        #[arg(long)]
+        period: Option<verdict::ledger::period::Period>,
+        /// `json` (an array of SPEC 8.4 invoices) or `csv` (one row per line).
+        #[arg(long, default_value = "json")]
+        format: verdict::ledger::invoice::Format,
+        /// Where to write them (default: stdout).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Dead-letter NDJSON output (default: stderr).
+        #[arg(long)]
+        dead_letter: Option<PathBuf>,
         /// NDJSON inputs, read one after another; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<String>,
@@ -134,11 +165,24 @@ fn load_rules(dir: &std::path::Path) -> anyhow::Result<(Arc<rhai::Engine>, Arc<R
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay { rules, output, dead_letter, lateness, summary, inputs } => {
+        Command::Replay { rules, output, dead_letter, lateness, summary, invoices, inputs } => {
             let started = std::time::Instant::now();
-            let opts =
-                ReplayOptions { rules, output, dead_letter, summary, lateness, limits: Limits::default(), inputs };
-            let s = replay::run(&opts)?;
+            let opts = ReplayOptions {
+                rules,
+                output,
+                write_verdicts: true,
+                dead_letter,
+                summary,
+                lateness,
+                limits: Limits::default(),
+                inputs,
+            };
+            let replayed = replay::run(&opts)?;
+            if let Some(path) = invoices {
+                let all = replayed.invoices();
+                verdict::ledger::invoice::write(&all, verdict::ledger::invoice::Format::Json, Some(&path))?;
+            }
+            let s = replayed.summary;
             let secs = started.elapsed().as_secs_f64();
             eprint!("{}", s.render());
             eprintln!(
@@ -147,6 +191,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 secs,
                 s.records as f64 / secs.max(1e-9)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invoice { rules, lateness, tenant, period, format, output, dead_letter, inputs } => {
+            let opts = ReplayOptions {
+                rules,
+                output: None,
+                write_verdicts: false,
+                dead_letter,
+                summary: None,
+                lateness,
+                limits: Limits::default(),
+                inputs,
+            };
+            let replayed = replay::run(&opts)?;
+            let invoices: Vec<_> = replayed
+                .invoices()
+                .into_iter()
+                .filter(|i| tenant.as_ref().is_none_or(|t| &i.tenant == t))
+                .filter(|i| period.is_none_or(|p| i.period == p.to_string()))
+                .collect();
+            verdict::ledger::invoice::write(&invoices, format, output.as_deref())?;
+            eprintln!("{} invoice(s) from {} records", invoices.len(), replayed.summary.records);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(cfg) => {

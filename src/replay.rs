@@ -8,9 +8,12 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::aggregates::Aggregates;
-use crate::decode::{self, DeadLetter, RejectReason};
+use crate::decode::{self, DeadLetter, RejectReason, WireEvent};
 use crate::engine::{Engine, EngineConfig, Ingest};
 use crate::kinds::{self, Kind};
+use crate::ledger::billing::{self, BillingEvent};
+use crate::ledger::rating::Rated;
+use crate::ledger::{Ledger, Taken as LedgerTaken};
 use crate::rules::{sandbox, Limits, RuleSet};
 use crate::sinks::NdjsonSink;
 use crate::sources::{open_input, LineReader};
@@ -25,10 +28,14 @@ use crate::verdicts::Verdict;
 /// unchanged by it.
 pub const DRAIN_EVERY: u64 = 256;
 
-/// Decode, engine and aggregates, fed one record at a time.
+/// Decode, engine and aggregates, and the ledger when billing is on, fed one record at
+/// a time.
 pub struct Pipeline {
     pub engine: Engine,
     pub summary: Summary,
+    /// Rates verdicts and billing events into invoices; without it billing events are
+    /// refused (the service does not bill yet).
+    pub ledger: Option<Ledger>,
 }
 
 /// What became of one fed record.
@@ -37,7 +44,12 @@ pub enum Fed {
     Blank,
     Rejected(RejectReason),
     Event(Kind, EventResult),
+    /// A billing event, which went to the ledger.
+    Billing(EventResult),
 }
+
+/// Where rejected records go.
+type Dead<'a> = &'a mut dyn FnMut(DeadLetter<'_>);
 
 /// Where a record came from.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +61,14 @@ pub struct Position<'a> {
 
 impl Pipeline {
     pub fn new(engine: Engine, inputs: Vec<String>) -> Self {
-        Pipeline { engine, summary: Summary::new(inputs) }
+        Pipeline { engine, summary: Summary::new(inputs), ledger: None }
+    }
+
+    /// The same, rating into a ledger under the rules' plans.
+    pub fn billing(engine: Engine, inputs: Vec<String>) -> Self {
+        let rules = engine.rules().clone();
+        let ledger = Ledger::new(rules.plans.clone(), rules.currency());
+        Pipeline { ledger: Some(ledger), ..Pipeline::new(engine, inputs) }
     }
 
     /// Feeds one record. Rejections go to `dead`; what it makes due is applied by the
@@ -63,7 +82,7 @@ impl Pipeline {
         truncated: bool,
         not_after: Option<Nanos>,
         at: Position<'_>,
-        dead: &mut dyn FnMut(DeadLetter<'_>),
+        dead: Dead<'_>,
     ) -> Fed {
         if !truncated && record.iter().all(u8::is_ascii_whitespace) {
             self.summary.blank_lines += 1;
@@ -78,20 +97,59 @@ impl Pipeline {
                 return Fed::Rejected(e.reason);
             }
         };
+        if billing::is_billing(&ev.kind) {
+            return self.feed_billing(&ev, record, size, at, dead);
+        }
         let kind = kinds::classify(&ev.kind);
         match self.engine.admit(&ev, kind) {
             Ingest::Accepted => Fed::Event(kind, EventResult::Accepted),
             Ingest::Duplicate => Fed::Event(kind, EventResult::Duplicate),
             Ingest::Late { watermark } => {
-                self.summary.reject(RejectReason::Late);
-                let msg = format!(
-                    "ts {} is before the watermark {} (allowed lateness {})",
-                    format_rfc3339(ev.ts),
-                    format_rfc3339(watermark),
-                    Span(self.engine.watermark().lateness())
-                );
-                dead(DeadLetter::new(RejectReason::Late, msg, at.source, at.line, at.offset, record, size));
+                self.late(ev.ts, watermark, record, size, at, dead);
                 Fed::Event(kind, EventResult::Late)
+            }
+        }
+    }
+
+    fn late(&mut self, ts: Nanos, watermark: Nanos, record: &[u8], size: u64, at: Position<'_>, dead: Dead<'_>) {
+        self.summary.reject(RejectReason::Late);
+        let msg = format!(
+            "ts {} is before the watermark {} (allowed lateness {})",
+            format_rfc3339(ts),
+            format_rfc3339(watermark),
+            Span(self.engine.watermark().lateness())
+        );
+        dead(DeadLetter::new(RejectReason::Late, msg, at.source, at.line, at.offset, record, size));
+    }
+
+    /// A billing event goes to the ledger (validated, late like any event, deduplicated),
+    /// never to conversation state.
+    fn feed_billing(&mut self, ev: &WireEvent<'_>, record: &[u8], size: u64, at: Position<'_>, dead: Dead<'_>) -> Fed {
+        let mut reject = |summary: &mut Summary, reason: RejectReason, msg: String| {
+            summary.reject(reason);
+            dead(DeadLetter::new(reason, msg, at.source, at.line, at.offset, record, size));
+            Fed::Rejected(reason)
+        };
+        let Some(ledger) = self.ledger.as_mut() else {
+            let msg = format!("{} is a billing event, and `verdict run` does not bill yet (use `verdict invoice`)", ev.kind);
+            return reject(&mut self.summary, RejectReason::Invalid, msg);
+        };
+        let event = match BillingEvent::from_wire(ev) {
+            Ok(e) => e,
+            Err(e) => return reject(&mut self.summary, e.reason, e.message),
+        };
+        if let Err(watermark) = self.engine.admit_time(ev.ts) {
+            self.late(ev.ts, watermark, record, size, at, dead);
+            return Fed::Billing(EventResult::Late);
+        }
+        match ledger.add_billing(event) {
+            LedgerTaken::Accepted => {
+                self.summary.billing_events += 1;
+                Fed::Billing(EventResult::Accepted)
+            }
+            LedgerTaken::Duplicate => {
+                self.summary.billing_duplicates += 1;
+                Fed::Billing(EventResult::Duplicate)
             }
         }
     }
@@ -103,7 +161,13 @@ impl Pipeline {
         for v in self.engine.take_verdicts() {
             self.summary.count_verdict(&v.outcome, &v.reason);
             self.summary.usage.record(&v);
+            if let Some(ledger) = &mut self.ledger {
+                ledger.add_verdict(Rated::from(&v));
+            }
             f(&v);
+        }
+        if let Some(ledger) = &mut self.ledger {
+            ledger.advance(self.engine.watermark().current());
         }
     }
 
@@ -111,6 +175,9 @@ impl Pipeline {
     pub fn finish(&mut self, f: impl FnMut(&Verdict)) {
         self.engine.finish();
         self.drain(f);
+        if let (Some(ledger), Some(end)) = (&mut self.ledger, self.engine.watermark().max_ts()) {
+            ledger.finish(end);
+        }
         self.summary.absorb_engine(self.engine.stats(), self.engine.pending_report());
         self.summary.watermark = self.engine.watermark().max_ts().map(format_rfc3339);
     }
@@ -124,7 +191,9 @@ impl Pipeline {
 #[derive(Clone, Debug)]
 pub struct ReplayOptions {
     pub rules: PathBuf,
+    /// Where verdicts go: a file, stdout (`None`), or nowhere (`verdict invoice`).
     pub output: Option<PathBuf>,
+    pub write_verdicts: bool,
     pub dead_letter: Option<PathBuf>,
     pub summary: Option<PathBuf>,
     pub lateness: Span,
@@ -139,17 +208,36 @@ fn keep_first(slot: &mut Option<std::io::Error>, result: std::io::Result<()>) {
     }
 }
 
+/// What a replay leaves: its summary, and the ledger with every invoice up to the end.
+pub struct Replayed {
+    pub summary: Summary,
+    pub ledger: Ledger,
+    /// The watermark at the end (the largest `ts`), if any event was taken.
+    pub watermark: Option<Nanos>,
+}
+
+impl Replayed {
+    /// Every invoice, all tenants and periods: final ones and the drafts of open periods.
+    pub fn invoices(&self) -> Vec<crate::ledger::invoice::Invoice> {
+        self.watermark.map(|wm| self.ledger.all_invoices(wm)).unwrap_or_default()
+    }
+}
+
 /// Runs a replay. Fails only when it cannot run (rules, unreadable input, output).
-pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
+pub fn run(opts: &ReplayOptions) -> anyhow::Result<Replayed> {
     let rhai = Arc::new(sandbox::build(&opts.limits));
     let rules = RuleSet::load(&rhai, &opts.rules)
         .map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", opts.rules.display()))?;
     let cfg = EngineConfig { lateness: opts.lateness, ..Default::default() };
     let engine = Engine::new(cfg, rhai, Arc::new(rules));
-    let mut pipeline = Pipeline::new(engine, opts.inputs.clone());
+    let mut pipeline = Pipeline::billing(engine, opts.inputs.clone());
 
-    let mut out = NdjsonSink::open(opts.output.as_deref(), false)
-        .with_context(|| format!("cannot open the output {:?}", opts.output))?;
+    let mut out = if opts.write_verdicts {
+        NdjsonSink::open(opts.output.as_deref(), false)
+            .with_context(|| format!("cannot open the output {:?}", opts.output))?
+    } else {
+        NdjsonSink::new(Box::new(std::io::sink()))
+    };
     let mut dead = match &opts.dead_letter {
         Some(p) => NdjsonSink::open(Some(p), false).with_context(|| format!("cannot open the dead letters {p:?}"))?,
         None => NdjsonSink::stderr(),
@@ -193,12 +281,14 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Summary> {
     }
     out.flush().context("writing verdicts")?;
     dead.flush().context("writing dead letters")?;
-    let summary = pipeline.summary;
+    let watermark = pipeline.engine.watermark().max_ts();
+    let Pipeline { summary, ledger, .. } = pipeline;
     if let Some(p) = &opts.summary {
         let json = serde_json::to_vec_pretty(&summary)?;
         std::fs::write(p, json).with_context(|| format!("cannot write the summary {}", p.display()))?;
     }
-    Ok(summary)
+    let ledger = ledger.ok_or_else(|| anyhow::anyhow!("the replay's pipeline has no ledger"))?;
+    Ok(Replayed { summary, ledger, watermark })
 }
 
 #[cfg(test)]

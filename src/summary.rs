@@ -19,6 +19,9 @@ pub struct Summary {
     pub events_accepted: u64,
     pub duplicates: u64,
     pub ignored_after_decision: u64,
+    /// Billing events taken by the ledger (disputes, credits), duplicates excluded.
+    pub billing_events: u64,
+    pub billing_duplicates: u64,
     /// Rejected records by reason (every reason listed).
     pub rejected: BTreeMap<&'static str, u64>,
     /// Verdicts by outcome, then reason.

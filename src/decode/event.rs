@@ -60,7 +60,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         DecodeError { reason: RejectReason::Invalid, message: message.into() }
     }
     fn malformed(message: impl Into<String>) -> Self {

@@ -236,6 +236,21 @@ impl Engine {
         Ingest::Accepted
     }
 
+    /// The time of an event that goes to the ledger, not to conversation state (a
+    /// billing event): it moves the watermark like any event. `Err(watermark)` when it
+    /// is late.
+    pub fn admit_time(&mut self, ts: Nanos) -> Result<(), Nanos> {
+        let late = self.wm.is_late(ts).then(|| self.wm.current());
+        self.wm.observe(ts);
+        match late {
+            Some(watermark) => {
+                self.stats.late += 1;
+                Err(watermark)
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Moves the watermark to `t` (wall clock, or a fixture's end time) and runs what is due.
     pub fn advance_to(&mut self, t: Nanos) {
         self.wm.advance_to(t);

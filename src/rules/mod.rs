@@ -1,6 +1,7 @@
 //! Outcome definitions: a directory of Rhai files (one outcome each, named by the file),
-//! `prices.toml` beside them, and optional fixtures `<outcome>.test.toml`. Loading
-//! compiles everything and checks that every outcome has prices, or says what is wrong.
+//! `prices.toml` and `plans.toml` beside them, and optional fixtures
+//! `<outcome>.test.toml`. Loading compiles everything and checks that every outcome has
+//! prices and that the plans name only outcomes that exist, or says what is wrong.
 
 pub mod api;
 pub mod evaluator;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use outcome::{Outcome, Problem};
+pub use crate::ledger::plans::{PlanBook, PLANS_FILE};
 pub use prices::PriceBook;
 pub use sandbox::Limits;
 
@@ -49,6 +51,10 @@ pub struct RuleSet {
     pub fixtures: Vec<PathBuf>,
     /// Content hash of the prices file.
     pub prices_version: String,
+    /// The plans of `plans.toml` (only the built-in `payg` without one).
+    pub plans: Arc<PlanBook>,
+    /// Content hash of the plans file (empty without one).
+    pub plans_version: String,
 }
 
 impl RuleSet {
@@ -134,6 +140,22 @@ impl RuleSet {
                 message: "no outcome definitions (*.rhai)".into(),
             });
         }
+        let plans_path = dir.join(PLANS_FILE);
+        let names: Vec<&str> = outcomes.iter().map(|o| o.name.as_str()).collect();
+        let (plans, plans_version) = match std::fs::read_to_string(&plans_path) {
+            Ok(text) => match PlanBook::parse(&text, &names) {
+                Ok(b) => (b, outcome::content_version(&text)),
+                Err(e) => {
+                    problems.push(Problem { file: plans_path.clone(), line: e.line, message: e.message });
+                    (PlanBook::default(), String::new())
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (PlanBook::default(), String::new()),
+            Err(e) => {
+                problems.push(Problem { file: plans_path.clone(), line: None, message: format!("cannot read: {e}") });
+                (PlanBook::default(), String::new())
+            }
+        };
         if !problems.is_empty() {
             return Err(RulesError { problems });
         }
@@ -142,6 +164,8 @@ impl RuleSet {
             outcomes: outcomes.into_iter().map(Arc::new).collect(),
             fixtures,
             prices_version,
+            plans: Arc::new(plans),
+            plans_version,
         })
     }
 

@@ -3,42 +3,11 @@
 //! Amounts are exact decimal strings; a TOML float is refused.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use rust_decimal::Decimal;
-use serde::de::{self, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-/// An exact amount, written in TOML as a string (`"0.50"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Price(pub Decimal);
-
-impl<'de> Deserialize<'de> for Price {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Price;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a decimal string like \"0.50\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Price, E> {
-                let v = Decimal::from_str_exact(s.trim())
-                    .map_err(|e| E::custom(format!("{s:?} is not a decimal amount ({e})")))?;
-                if v.is_sign_negative() && !v.is_zero() {
-                    return Err(E::custom(format!("{s:?} is negative")));
-                }
-                Ok(Price(v))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Price, E> {
-                Err(E::custom(format!("write prices as strings, like \"{v}\": a TOML float is not exact")))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Price, E> {
-                Err(E::custom(format!("write prices as strings, like \"{v}\"")))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+pub use crate::money::Price;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -43,6 +43,7 @@ pub fn load_checked(rhai: &Arc<rhai::Engine>, dir: &Path) -> Result<Arc<RuleSet>
 
 fn same(a: &RuleSet, b: &RuleSet) -> bool {
     a.prices_version == b.prices_version
+        && a.plans_version == b.plans_version
         && a.outcomes.len() == b.outcomes.len()
         && a.outcomes.iter().zip(&b.outcomes).all(|(x, y)| x.name == y.name && x.version == y.version)
 }

@@ -239,6 +239,7 @@ impl Worker {
             match fed {
                 Fed::Blank => {}
                 Fed::Rejected(reason) => self.counters.rejected(reason),
+                Fed::Billing(_) => {}
                 Fed::Event(kind, result) => {
                     self.counters.event(kind, result);
                     match result {

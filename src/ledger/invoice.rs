@@ -1,0 +1,236 @@
+//! Invoices (SPEC 8.4): a tenant's period as lines, in the spec's order, each rounded to
+//! the currency's minor unit half to even, the total the sum of the rounded lines. A
+//! line is left out when it is 0 and nothing was counted. Every line that comes from
+//! verdicts lists them.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::period::Period;
+use super::plans::Plan;
+use super::rating::{ChargeKind, CreditKind, PeriodBook};
+use crate::money::round_minor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The period is open: every line as if it closed now.
+    Draft,
+    /// Closed (the watermark passed its end): numbered and immutable.
+    Final,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Line {
+    pub kind: &'static str,
+    pub outcome: Option<String>,
+    #[serde(with = "opt_decimal")]
+    pub unit_price: Option<Decimal>,
+    pub count: u64,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// The verdicts behind the line (charges, or the charges credited).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Invoice {
+    pub number: String,
+    pub tenant: String,
+    pub period: String,
+    pub status: Status,
+    pub currency: String,
+    pub plan: String,
+    pub lines: Vec<Line>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+    /// The prepaid balance after this invoice (drawn and topped up at the close).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub prepaid_balance: Decimal,
+}
+
+mod opt_decimal {
+    use rust_decimal::Decimal;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.collect_str(d),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// What an invoice needs besides the period's book.
+pub struct Terms<'a> {
+    pub tenant: &'a str,
+    pub period: Period,
+    pub plan: &'a Plan,
+    /// The period the plan's assignment started, for the price lock.
+    pub assigned_from: Option<Period>,
+    pub currency: &'a str,
+    /// The prepaid balance at the close: every grant before the period's end, less what
+    /// earlier invoices drew.
+    pub balance: Decimal,
+    pub status: Status,
+}
+
+impl Invoice {
+    /// The invoice of one period, with the prepaid balance after it.
+    pub fn compute(book: &PeriodBook, t: &Terms<'_>) -> Invoice {
+        let round = |d: Decimal| round_minor(d, t.currency);
+        let mut lines: Vec<Line> = Vec::new();
+        let push = |lines: &mut Vec<Line>,
+                    kind: &'static str,
+                    outcome: Option<&str>,
+                    unit: Option<Decimal>,
+                    count: u64,
+                    amount: Decimal,
+                    verdicts: Vec<String>| {
+            let amount = round(amount);
+            if count > 0 || !amount.is_zero() {
+                lines.push(Line { kind, outcome: outcome.map(str::to_string), unit_price: unit, count, amount, verdicts });
+            }
+        };
+        if let Some(fee) = t.plan.platform_fee {
+            push(&mut lines, "platform_fee", None, Some(fee), 1, fee, Vec::new());
+        }
+        // Charges grouped: included and overage per outcome, usage per outcome and price.
+        let mut groups: BTreeMap<(ChargeKind, &str, Decimal), Vec<&str>> = BTreeMap::new();
+        for c in &book.charges {
+            groups.entry((c.kind, &c.outcome, c.unit_price)).or_default().push(&c.verdict_id);
+        }
+        for wanted in [ChargeKind::Included, ChargeKind::Usage, ChargeKind::Overage] {
+            for ((kind, outcome, unit), ids) in groups.iter().filter(|((k, _, _), _)| *k == wanted) {
+                let name = match kind {
+                    ChargeKind::Included => "included",
+                    ChargeKind::Usage => "usage",
+                    ChargeKind::Overage => "overage",
+                };
+                let n = ids.len() as u64;
+                let ids = ids.iter().map(|s| s.to_string()).collect();
+                push(&mut lines, name, Some(outcome), Some(*unit), n, *unit * Decimal::from(n), ids);
+            }
+        }
+        let sum = |lines: &[Line]| lines.iter().map(|l| l.amount).sum::<Decimal>();
+        let s = sum(&lines);
+        let true_up = t.plan.minimum.map_or(Decimal::ZERO, |m| (m - s).max(Decimal::ZERO));
+        if t.plan.minimum.is_some() {
+            push(&mut lines, "minimum_true_up", None, None, 0, true_up, Vec::new());
+        }
+        if let (Some(cap), Some(from)) = (t.plan.cap, t.assigned_from) {
+            let locked = t.plan.cap_periods.is_none_or(|n| t.period.0 < from.0 + n);
+            if locked {
+                let over = (s + round(true_up) - cap).max(Decimal::ZERO);
+                push(&mut lines, "price_lock", None, None, 0, -over, Vec::new());
+            }
+        }
+        for (outcome, sla) in &t.plan.sla {
+            let (all, billable) = book.counts.get(outcome).copied().unwrap_or((0, 0));
+            if all == 0 || Decimal::from(billable) >= sla.min_rate * Decimal::from(all) {
+                continue;
+            }
+            let charged: Decimal =
+                book.charges.iter().filter(|c| &c.outcome == outcome).map(|c| c.unit_price).sum();
+            push(&mut lines, "sla_credit", Some(outcome), None, 0, -(sla.credit * charged), Vec::new());
+        }
+        for (kind, name) in [(CreditKind::Dispute, "dispute_credit"), (CreditKind::Retraction, "retraction_credit")] {
+            let credited: Vec<_> = book.credits.iter().filter(|c| c.kind == kind).collect();
+            let amount: Decimal = credited.iter().map(|c| c.amount).sum();
+            let ids = credited.iter().map(|c| c.verdict_id.clone()).collect();
+            push(&mut lines, name, None, None, credited.len() as u64, -amount, ids);
+        }
+        let total_before = sum(&lines);
+        let mut balance = t.balance;
+        if total_before > Decimal::ZERO {
+            let drawn = balance.min(total_before);
+            push(&mut lines, "prepaid_credit", None, None, 0, -drawn, Vec::new());
+            balance -= round(drawn);
+        } else {
+            // A negative total is owed to the tenant: it goes to the prepaid balance.
+            balance -= total_before;
+        }
+        let balance = round(balance);
+        let total = round(sum(&lines).max(Decimal::ZERO));
+        Invoice {
+            number: format!("INV-{}-{}", t.tenant, t.period),
+            tenant: t.tenant.to_string(),
+            period: t.period.to_string(),
+            status: t.status,
+            currency: t.currency.to_string(),
+            plan: t.plan.name.clone(),
+            lines,
+            total,
+            prepaid_balance: balance,
+        }
+    }
+}
+
+/// How invoices are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A JSON array of invoices (SPEC 8.4).
+    Json,
+    /// One row per line, with the invoice's number, tenant, period, status and total.
+    Csv,
+}
+
+/// Writes `invoices` to `path` (stdout when `None`).
+pub fn write(invoices: &[Invoice], format: Format, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut out: Box<dyn Write> = match path {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, invoices)?;
+            writeln!(out)?;
+        }
+        Format::Csv => out.write_all(to_csv(invoices).as_bytes())?,
+    }
+    out.flush().context("writing invoices")
+}
+
+/// Invoices as CSV: one row per line, the invoice's fields repeated on each.
+pub fn to_csv(invoices: &[Invoice]) -> String {
+    let mut s = String::from("number,tenant,period,status,currency,plan,kind,outcome,unit_price,count,amount,total\n");
+    let field = |v: &str| {
+        if v.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", v.replace('"', "\"\""))
+        } else {
+            v.to_string()
+        }
+    };
+    for i in invoices {
+        let status = match i.status {
+            Status::Draft => "draft",
+            Status::Final => "final",
+        };
+        for l in &i.lines {
+            let row = [
+                field(&i.number),
+                field(&i.tenant),
+                i.period.clone(),
+                status.to_string(),
+                field(&i.currency),
+                field(&i.plan),
+                l.kind.to_string(),
+                field(l.outcome.as_deref().unwrap_or("")),
+                l.unit_price.map(|d| d.to_string()).unwrap_or_default(),
+                l.count.to_string(),
+                l.amount.to_string(),
+                i.total.to_string(),
+            ];
+            s.push_str(&row.join(","));
+            s.push('\n');
+        }
+    }
+    s
+}

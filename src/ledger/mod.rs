@@ -1,0 +1,223 @@
+//! The ledger: billing, a layer beside the engine. It takes verdicts (from the engine)
+//! and billing events (from the stream), holds them until the watermark has passed their
+//! time, then rates them in the order SPEC 8.3 fixes (time; verdicts before billing
+//! events at equal time; then by id), so the result does not depend on arrival order.
+//! Periods close when the watermark passes their end, in order, each with a final,
+//! numbered invoice that drew on the prepaid balance; the open period has a draft.
+
+pub mod billing;
+pub mod invoice;
+pub mod period;
+pub mod plans;
+pub mod rating;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use billing::BillingEvent;
+use invoice::{Invoice, Status, Terms};
+use period::Period;
+use plans::PlanBook;
+use rating::{Dispute, Rated, TenantBook};
+
+use crate::timestamp::Nanos;
+
+/// Something waiting for the watermark, ordered as rating takes it: by time, verdicts
+/// before billing events, then by id (and tenant and conversation, which make it whole).
+#[derive(Debug)]
+struct Pending {
+    key: (Nanos, u8, String, String, String),
+    item: Item,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+#[derive(Debug)]
+enum Item {
+    Verdict(Box<Rated>),
+    Billing(Box<BillingEvent>),
+}
+
+/// A tenant's closed periods: their final invoices and the balance after the last.
+#[derive(Clone, Debug, Default)]
+struct Closed {
+    through: Option<Period>,
+    balance: Decimal,
+    invoices: Vec<Invoice>,
+}
+
+pub struct Ledger {
+    plans: Arc<PlanBook>,
+    currency: String,
+    pending: BinaryHeap<Reverse<Pending>>,
+    books: BTreeMap<String, TenantBook>,
+    closed: BTreeMap<String, Closed>,
+    /// Billing events taken, by (tenant, conversation, id): the first copy wins.
+    seen: HashSet<(String, String, String)>,
+}
+
+/// What [`Ledger::add_billing`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Accepted,
+    Duplicate,
+}
+
+impl Ledger {
+    pub fn new(plans: Arc<PlanBook>, currency: &str) -> Ledger {
+        Ledger {
+            plans,
+            currency: currency.to_string(),
+            pending: BinaryHeap::new(),
+            books: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    pub fn plans(&self) -> &PlanBook {
+        &self.plans
+    }
+
+    /// A verdict decided by the engine.
+    pub fn add_verdict(&mut self, v: Rated) {
+        let key = (v.decided_at, 0, v.verdict_id.clone(), v.tenant.clone(), v.conversation.clone());
+        self.pending.push(Reverse(Pending { key, item: Item::Verdict(Box::new(v)) }));
+    }
+
+    /// A billing event that was not late; a second copy of an id is a duplicate.
+    pub fn add_billing(&mut self, e: BillingEvent) -> Taken {
+        if !self.seen.insert((e.tenant.clone(), e.conversation.clone(), e.id.clone())) {
+            return Taken::Duplicate;
+        }
+        let key = (e.ts, 1, e.id.clone(), e.tenant.clone(), e.conversation.clone());
+        self.pending.push(Reverse(Pending { key, item: Item::Billing(Box::new(e)) }));
+        Taken::Accepted
+    }
+
+    /// The watermark is at `wm`: rates everything before it (what is at `wm` may still
+    /// be joined by more at the same time) and closes the periods that ended by then.
+    pub fn advance(&mut self, wm: Nanos) {
+        self.rate_before(wm);
+        self.close_through(wm);
+    }
+
+    /// End of a finite input at `wm` (its largest `ts`): everything is rated.
+    pub fn finish(&mut self, wm: Nanos) {
+        self.rate_before(Nanos::MAX);
+        self.close_through(wm);
+    }
+
+    fn rate_before(&mut self, limit: Nanos) {
+        while self.pending.peek().is_some_and(|Reverse(p)| p.key.0 < limit) {
+            let Some(Reverse(p)) = self.pending.pop() else { break };
+            match p.item {
+                Item::Verdict(v) => self.books.entry(v.tenant.clone()).or_default().rate(&self.plans, &v),
+                Item::Billing(e) => self.books.entry(e.tenant.clone()).or_default().apply(&self.plans, &e),
+            }
+        }
+    }
+
+    /// The periods of `tenant` that get an invoice, up to `last`: those with a verdict
+    /// or billing event, and every period of an assignment that bills idle periods.
+    fn invoiced_periods(&self, tenant: &str, last: Period) -> BTreeSet<Period> {
+        let mut ps: BTreeSet<Period> =
+            self.books.get(tenant).map(|b| b.periods.keys().copied().filter(|p| *p <= last).collect()).unwrap_or_default();
+        if let Some(mut p) = self.plans.first_billed_period(tenant) {
+            while p <= last {
+                if self.plans.plan_for(tenant, p).0.bills_idle_periods() {
+                    ps.insert(p);
+                }
+                p = p.next();
+            }
+        }
+        ps
+    }
+
+    fn tenants(&self) -> BTreeSet<String> {
+        self.books.keys().chain(self.plans.tenants.keys()).cloned().collect()
+    }
+
+    /// Closes, in order, each tenant's periods that ended by `wm`.
+    fn close_through(&mut self, wm: Nanos) {
+        if wm == Nanos::MIN {
+            return;
+        }
+        // A period closes once the watermark has reached its end: every period before
+        // the watermark's own.
+        let Some(last_closed) = Period::of(wm).0.checked_sub(1).map(Period) else { return };
+        for tenant in self.tenants() {
+            let done = self.closed.get(&tenant).and_then(|c| c.through);
+            let periods: Vec<Period> = self
+                .invoiced_periods(&tenant, last_closed)
+                .into_iter()
+                .filter(|p| done.is_none_or(|d| *p > d))
+                .collect();
+            for p in periods {
+                let balance = self.closed.get(&tenant).map_or(Decimal::ZERO, |c| c.balance);
+                let inv = self.invoice_with(&tenant, p, balance, Status::Final);
+                let c = self.closed.entry(tenant.clone()).or_default();
+                c.balance = inv.prepaid_balance;
+                c.through = Some(p);
+                c.invoices.push(inv);
+            }
+        }
+    }
+
+    fn invoice_with(&self, tenant: &str, p: Period, closed_balance: Decimal, status: Status) -> Invoice {
+        let empty = rating::PeriodBook::default();
+        let book = self.books.get(tenant).and_then(|b| b.periods.get(&p)).unwrap_or(&empty);
+        let balance = closed_balance + book.grants.iter().map(|(_, a)| *a).sum::<Decimal>();
+        let (plan, assigned_from) = self.plans.plan_for(tenant, p);
+        let terms = Terms { tenant, period: p, plan, assigned_from, currency: &self.currency, balance, status };
+        Invoice::compute(book, &terms)
+    }
+
+    /// Every invoice of `tenant`: the final ones, then the draft of each open period
+    /// up to `wm`'s, as if it closed now.
+    pub fn invoices(&self, tenant: &str, wm: Nanos) -> Vec<Invoice> {
+        let closed = self.closed.get(tenant).cloned().unwrap_or_default();
+        let mut out = closed.invoices;
+        if wm == Nanos::MIN {
+            return out;
+        }
+        let mut balance = closed.balance;
+        for p in self.invoiced_periods(tenant, Period::of(wm)).into_iter().filter(|p| closed.through.is_none_or(|d| *p > d)) {
+            let inv = self.invoice_with(tenant, p, balance, Status::Draft);
+            balance = inv.prepaid_balance;
+            out.push(inv);
+        }
+        out
+    }
+
+    /// Every tenant's invoices, by tenant then period.
+    pub fn all_invoices(&self, wm: Nanos) -> Vec<Invoice> {
+        self.tenants().iter().flat_map(|t| self.invoices(t, wm)).collect()
+    }
+
+    /// The disputes of `tenant`, in the order they were taken.
+    pub fn disputes(&self, tenant: &str) -> &[Dispute] {
+        self.books.get(tenant).map_or(&[], |b| &b.disputes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

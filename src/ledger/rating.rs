@@ -1,0 +1,268 @@
+//! Rating (SPEC 8.3): a tenant's verdicts and billing events, taken in order of time,
+//! become charges and credits. The k-th billable verdict of an outcome in a period is
+//! `included` while k is within the plan's allowance, else charged the plan's overage
+//! price (`overage`) or its own amount (`usage`). Every billable verdict has exactly one
+//! charge; an accepted dispute credits exactly that charge, once, in the period of the
+//! accept. Disputes that cannot stand are kept as `refused`, with the cause.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::billing::{Action, BillingEvent};
+use super::period::Period;
+use super::plans::PlanBook;
+use crate::timestamp::{format_rfc3339, Nanos};
+use crate::verdicts::verdict_id;
+
+/// What a verdict's ledger needs of it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rated {
+    pub verdict_id: String,
+    pub tenant: String,
+    pub conversation: String,
+    pub outcome: String,
+    pub billable: bool,
+    pub amount: Decimal,
+    pub cost: Decimal,
+    pub decided_at: Nanos,
+}
+
+impl From<&crate::verdicts::Verdict> for Rated {
+    fn from(v: &crate::verdicts::Verdict) -> Self {
+        Rated {
+            verdict_id: v.verdict_id.clone(),
+            tenant: v.tenant.clone(),
+            conversation: v.conversation.clone(),
+            outcome: v.outcome.clone(),
+            billable: v.billable,
+            amount: v.amount,
+            cost: v.cost,
+            decided_at: v.decided_at,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeKind {
+    Included,
+    Usage,
+    Overage,
+}
+
+/// The one charge of a billable verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Charge {
+    pub verdict_id: String,
+    pub outcome: String,
+    pub kind: ChargeKind,
+    pub unit_price: Decimal,
+    pub decided_at: Nanos,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    Dispute,
+    Retraction,
+}
+
+/// A charge given back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Credit {
+    pub verdict_id: String,
+    pub kind: CreditKind,
+    /// The charge credited (of the verdict's own period).
+    pub amount: Decimal,
+    pub at: Nanos,
+}
+
+/// What a tenant's period holds: counts per outcome, charges, credits, prepaid grants.
+#[derive(Clone, Debug, Default)]
+pub struct PeriodBook {
+    /// Per outcome: (all verdicts, billable verdicts).
+    pub counts: BTreeMap<String, (u64, u64)>,
+    pub charges: Vec<Charge>,
+    pub credits: Vec<Credit>,
+    /// `credit.granted` amounts with their `ts`.
+    pub grants: Vec<(Nanos, Decimal)>,
+    /// Whether a verdict or billing event fell in it.
+    pub active: bool,
+}
+
+/// Where a dispute stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum DisputeStatus {
+    Open,
+    Accepted { credit: String, period: String },
+    Rejected { note: String },
+    Refused { cause: String },
+}
+
+/// A dispute as the ledger keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Dispute {
+    pub event_id: String,
+    pub tenant: String,
+    pub conversation: String,
+    pub outcome: String,
+    pub verdict_id: String,
+    pub opened_at: String,
+    pub reason: String,
+    #[serde(flatten)]
+    pub status: DisputeStatus,
+}
+
+/// A verdict as a tenant's book remembers it, for disputes.
+#[derive(Clone, Debug)]
+struct Known {
+    billable: bool,
+    decided_at: Nanos,
+    /// Its charge: the period and the charged amount.
+    charge: Option<(Period, Decimal)>,
+    /// Index into the disputes, once disputed.
+    dispute: Option<usize>,
+}
+
+/// One tenant's rated history.
+#[derive(Clone, Debug, Default)]
+pub struct TenantBook {
+    pub periods: BTreeMap<Period, PeriodBook>,
+    pub disputes: Vec<Dispute>,
+    verdicts: HashMap<String, Known>,
+}
+
+impl TenantBook {
+    fn period(&mut self, p: Period) -> &mut PeriodBook {
+        let book = self.periods.entry(p).or_default();
+        book.active = true;
+        book
+    }
+
+    /// Rates one verdict: counts it, and charges it if billable.
+    pub fn rate(&mut self, plans: &PlanBook, v: &Rated) {
+        let p = Period::of(v.decided_at);
+        let (plan, _) = plans.plan_for(&v.tenant, p);
+        let book = self.period(p);
+        let counts = book.counts.entry(v.outcome.clone()).or_default();
+        counts.0 += 1;
+        let mut charge = None;
+        if v.billable {
+            counts.1 += 1;
+            let k = counts.1;
+            let (kind, unit_price) = if k <= plan.included.get(&v.outcome).copied().unwrap_or(0) {
+                (ChargeKind::Included, Decimal::ZERO)
+            } else if let Some(price) = plan.overage.get(&v.outcome) {
+                (ChargeKind::Overage, *price)
+            } else {
+                (ChargeKind::Usage, v.amount)
+            };
+            book.charges.push(Charge {
+                verdict_id: v.verdict_id.clone(),
+                outcome: v.outcome.clone(),
+                kind,
+                unit_price,
+                decided_at: v.decided_at,
+            });
+            charge = Some((p, unit_price));
+        }
+        let known = Known { billable: v.billable, decided_at: v.decided_at, charge, dispute: None };
+        self.verdicts.insert(v.verdict_id.clone(), known);
+    }
+
+    /// Applies one billing event.
+    pub fn apply(&mut self, plans: &PlanBook, e: &BillingEvent) {
+        let p = Period::of(e.ts);
+        self.period(p);
+        let outcome = match &e.action {
+            Action::CreditGranted { amount, .. } => {
+                self.period(p).grants.push((e.ts, *amount));
+                return;
+            }
+            Action::DisputeOpened { outcome, .. }
+            | Action::DisputeAccepted { outcome, .. }
+            | Action::DisputeRejected { outcome, .. } => outcome,
+        };
+        let vid = verdict_id(&e.tenant, &e.conversation, outcome);
+        let known = self.verdicts.get(&vid).cloned();
+        let refuse = |cause: String| DisputeStatus::Refused { cause };
+        match &e.action {
+            Action::DisputeOpened { reason, .. } => {
+                let status = match &known {
+                    None => refuse(format!(
+                        "no {outcome} verdict for conversation {:?} was decided by {}",
+                        e.conversation,
+                        format_rfc3339(e.ts)
+                    )),
+                    Some(k) if !k.billable => refuse("the verdict is not billable: there is no charge to dispute".into()),
+                    Some(Known { dispute: Some(i), .. }) => refuse(format!(
+                        "already disputed (by event {}, {})",
+                        self.disputes[*i].event_id,
+                        status_word(&self.disputes[*i].status)
+                    )),
+                    Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => refuse(format!(
+                        "outside the dispute window: the verdict was decided at {} and could be disputed until {}",
+                        format_rfc3339(k.decided_at),
+                        format_rfc3339(plans.dispute_deadline(&e.tenant, k.decided_at))
+                    )),
+                    Some(_) => DisputeStatus::Open,
+                };
+                let opened = status == DisputeStatus::Open;
+                self.disputes.push(Dispute {
+                    event_id: e.id.clone(),
+                    tenant: e.tenant.clone(),
+                    conversation: e.conversation.clone(),
+                    outcome: outcome.clone(),
+                    verdict_id: vid.clone(),
+                    opened_at: format_rfc3339(e.ts),
+                    reason: reason.clone(),
+                    status,
+                });
+                if opened {
+                    let i = self.disputes.len() - 1;
+                    if let Some(k) = self.verdicts.get_mut(&vid) {
+                        k.dispute = Some(i);
+                    }
+                }
+            }
+            Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. } => {
+                let accept = matches!(e.action, Action::DisputeAccepted { .. });
+                let open = known.as_ref().and_then(|k| k.dispute).filter(|&i| self.disputes[i].status == DisputeStatus::Open);
+                let Some(i) = open else {
+                    let verb = if accept { "accept" } else { "reject" };
+                    self.disputes.push(Dispute {
+                        event_id: e.id.clone(),
+                        tenant: e.tenant.clone(),
+                        conversation: e.conversation.clone(),
+                        outcome: outcome.clone(),
+                        verdict_id: vid,
+                        opened_at: format_rfc3339(e.ts),
+                        reason: note.clone(),
+                        status: refuse(format!("nothing to {verb}: no open dispute of this verdict")),
+                    });
+                    return;
+                };
+                if accept {
+                    let (_, amount) = known.and_then(|k| k.charge).unwrap_or((p, Decimal::ZERO));
+                    self.period(p).credits.push(Credit { verdict_id: vid, kind: CreditKind::Dispute, amount, at: e.ts });
+                    self.disputes[i].status = DisputeStatus::Accepted { credit: amount.to_string(), period: p.to_string() };
+                } else {
+                    self.disputes[i].status = DisputeStatus::Rejected { note: note.clone() };
+                }
+            }
+            Action::CreditGranted { .. } => {}
+        }
+    }
+}
+
+fn status_word(s: &DisputeStatus) -> &'static str {
+    match s {
+        DisputeStatus::Open => "open",
+        DisputeStatus::Accepted { .. } => "accepted",
+        DisputeStatus::Rejected { .. } => "rejected",
+        DisputeStatus::Refused { .. } => "refused",
+    }
+}

@@ -1,0 +1,245 @@
+//! Worked examples, one per plan feature, each computed by hand here: the invoice lines
+//! a ledger gives must be exactly these.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use super::billing::{Action, BillingEvent};
+use super::invoice::{Invoice, Status};
+use super::plans::PlanBook;
+use super::rating::{DisputeStatus, Rated};
+use super::Ledger;
+use crate::timestamp::{parse_rfc3339, Nanos};
+use crate::verdicts::verdict_id;
+
+const OUTCOME: &str = "ai_resolution";
+
+fn t(s: &str) -> Nanos {
+    parse_rfc3339(s).unwrap()
+}
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str_exact(s).unwrap()
+}
+
+fn ledger(plans: &str) -> Ledger {
+    Ledger::new(Arc::new(PlanBook::parse(plans, &[OUTCOME]).unwrap()), "USD")
+}
+
+/// A verdict of tenant `acme`, conversation `conv`, decided at `at`.
+fn verdict(conv: &str, billable: bool, amount: &str, at: &str) -> Rated {
+    Rated {
+        verdict_id: verdict_id("acme", conv, OUTCOME),
+        tenant: "acme".into(),
+        conversation: conv.into(),
+        outcome: OUTCOME.into(),
+        billable,
+        amount: if billable { d(amount) } else { Decimal::ZERO },
+        cost: Decimal::ZERO,
+        decided_at: t(at),
+    }
+}
+
+fn event(id: &str, conv: &str, at: &str, action: Action) -> BillingEvent {
+    BillingEvent { id: id.into(), tenant: "acme".into(), conversation: conv.into(), ts: t(at), action }
+}
+
+fn opened(id: &str, conv: &str, at: &str) -> BillingEvent {
+    event(id, conv, at, Action::DisputeOpened { outcome: OUTCOME.into(), reason: "not resolved".into() })
+}
+
+fn accepted(id: &str, conv: &str, at: &str) -> BillingEvent {
+    event(id, conv, at, Action::DisputeAccepted { outcome: OUTCOME.into(), note: String::new() })
+}
+
+/// `n` billable verdicts at `amount` on the `day` of June 2026, conversations `p0..`.
+fn june(l: &mut Ledger, prefix: &str, n: usize, amount: &str) {
+    for i in 0..n {
+        l.add_verdict(verdict(&format!("{prefix}{i}"), true, amount, &format!("2026-06-12T10:{:02}:00Z", i % 60)));
+    }
+}
+
+/// The lines of an invoice as (kind, count, amount) strings, and its total.
+fn lines(i: &Invoice) -> (Vec<(String, u64, String)>, String) {
+    let ls = i.lines.iter().map(|l| (l.kind.to_string(), l.count, l.amount.to_string())).collect();
+    (ls, i.total.to_string())
+}
+
+fn expect(i: &Invoice, want: &[(&str, u64, &str)], total: &str) {
+    let want: Vec<(String, u64, String)> = want.iter().map(|(k, n, a)| (k.to_string(), *n, a.to_string())).collect();
+    assert_eq!(lines(i), (want, total.to_string()), "{}", serde_json::to_string_pretty(i).unwrap());
+}
+
+/// The invoices after everything, with the watermark at `end`.
+fn invoices(mut l: Ledger, end: &str) -> Vec<Invoice> {
+    l.finish(t(end));
+    l.invoices("acme", t(end))
+}
+
+#[test]
+fn platform_fee_included_and_overage() {
+    let mut l = ledger(
+        "[plans.growth]\nplatform_fee = \"1500.00\"\nincluded = { ai_resolution = 3 }\noverage = { ai_resolution = \"0.75\" }\n\
+         [tenants.acme]\nassignments = [ { plan = \"growth\", from = \"2026-06\" } ]\n",
+    );
+    june(&mut l, "c", 5, "0.50");
+    let inv = invoices(l, "2026-06-30T00:00:00Z");
+    // 1500 + 3 included at 0 + 2 x 0.75.
+    expect(&inv[0], &[("platform_fee", 1, "1500.00"), ("included", 3, "0.00"), ("overage", 2, "1.50")], "1501.50");
+    assert_eq!((inv[0].status, inv[0].number.as_str()), (Status::Draft, "INV-acme-2026-06"));
+}
+
+#[test]
+fn pay_as_you_go_charges_each_verdict_its_own_price() {
+    let mut l = ledger("");
+    for (i, price) in ["0.50", "1.50", "1.50", "3.00"].iter().enumerate() {
+        l.add_verdict(verdict(&format!("c{i}"), true, price, "2026-06-12T10:00:00Z"));
+    }
+    l.add_verdict(verdict("x", false, "0", "2026-06-12T11:00:00Z"));
+    // One usage line per unit price: 0.50, 2 x 1.50, 3.00.
+    let inv = invoices(l, "2026-06-20T00:00:00Z");
+    expect(&inv[0], &[("usage", 1, "0.50"), ("usage", 2, "3.00"), ("usage", 1, "3.00")], "6.50");
+}
+
+#[test]
+fn a_committed_minimum_is_trued_up() {
+    let mut l = ledger("[plans.m]\nminimum = \"100.00\"\n[tenants.acme]\nassignments = [ { plan = \"m\", from = \"2026-06\" } ]\n");
+    june(&mut l, "c", 20, "1.50");
+    // Usage 30.00, so 70.00 to reach the minimum.
+    let inv = invoices(l, "2026-06-20T00:00:00Z");
+    expect(&inv[0], &[("usage", 20, "30.00"), ("minimum_true_up", 0, "70.00")], "100.00");
+}
+
+#[test]
+fn the_price_lock_caps_the_first_periods_only() {
+    let mut l = ledger(
+        "[plans.g]\nplatform_fee = \"1500.00\"\noverage = { ai_resolution = \"0.75\" }\ncap = \"1501.00\"\ncap_periods = 2\n\
+         [tenants.acme]\nassignments = [ { plan = \"g\", from = \"2026-05\" } ]\n",
+    );
+    june(&mut l, "j", 10, "0.50");
+    for i in 0..10 {
+        l.add_verdict(verdict(&format!("k{i}"), true, "0.50", "2026-07-03T10:00:00Z"));
+    }
+    let inv = invoices(l, "2026-07-10T00:00:00Z");
+    // May (first period, nothing used): 1500.00 under the cap.
+    expect(&inv[0], &[("platform_fee", 1, "1500.00")], "1500.00");
+    // June, second period: 1500 + 7.50 = 1507.50, capped at 1501.00.
+    expect(&inv[1], &[("platform_fee", 1, "1500.00"), ("overage", 10, "7.50"), ("price_lock", 0, "-6.50")], "1501.00");
+    // July, third period: the lock is over.
+    expect(&inv[2], &[("platform_fee", 1, "1500.00"), ("overage", 10, "7.50")], "1507.50");
+    assert_eq!(inv.iter().map(|i| i.status).collect::<Vec<_>>(), [Status::Final, Status::Final, Status::Draft]);
+}
+
+#[test]
+fn an_outcome_guarantee_missed_gives_its_credit() {
+    let mut l = ledger(
+        "[plans.s]\nsla = { ai_resolution = { min_rate = \"0.50\", credit = \"0.10\" } }\n\
+         [tenants.acme]\nassignments = [ { plan = \"s\", from = \"2026-06\" } ]\n",
+    );
+    june(&mut l, "b", 2, "1.50");
+    for i in 0..3 {
+        l.add_verdict(verdict(&format!("n{i}"), false, "0", "2026-06-13T10:00:00Z"));
+    }
+    // 2 billable of 5 = 0.40 < 0.50: credit 0.10 x 3.00.
+    let inv = invoices(l, "2026-06-20T00:00:00Z");
+    expect(&inv[0], &[("usage", 2, "3.00"), ("sla_credit", 0, "-0.30")], "2.70");
+}
+
+#[test]
+fn every_dispute_path() {
+    let mut l = ledger("[plans.w]\ndispute_window = \"10d\"\n[tenants.acme]\nassignments = [ { plan = \"w\", from = \"2026-06\" } ]\n");
+    l.add_verdict(verdict("a", true, "1.50", "2026-06-01T10:00:00Z"));
+    l.add_verdict(verdict("b", true, "3.00", "2026-06-01T10:00:00Z"));
+    l.add_verdict(verdict("n", false, "0", "2026-06-01T10:00:00Z"));
+    l.add_verdict(verdict("old", true, "0.50", "2026-06-01T09:00:00Z"));
+    for e in [
+        opened("d1", "a", "2026-06-02T00:00:00Z"),
+        accepted("d2", "a", "2026-06-03T00:00:00Z"),
+        accepted("d3", "a", "2026-06-04T00:00:00Z"),
+        opened("d4", "a", "2026-06-05T00:00:00Z"),
+        opened("d5", "b", "2026-06-02T00:00:00Z"),
+        event("d6", "b", "2026-06-03T00:00:00Z", Action::DisputeRejected { outcome: OUTCOME.into(), note: "resolved".into() }),
+        opened("d7", "n", "2026-06-02T00:00:00Z"),
+        opened("d8", "ghost", "2026-06-02T00:00:00Z"),
+        opened("d9", "old", "2026-06-20T00:00:00Z"),
+        // Before the verdict was decided: there was nothing to dispute yet.
+        opened("d10", "late", "2026-06-01T00:00:00Z"),
+    ] {
+        l.add_billing(e);
+    }
+    l.add_verdict(verdict("late", true, "0.50", "2026-06-01T12:00:00Z"));
+    l.finish(t("2026-06-25T00:00:00Z"));
+    let status: Vec<(String, String)> = l
+        .disputes("acme")
+        .iter()
+        .map(|d| (d.event_id.clone(), serde_json::to_value(&d.status).unwrap()["status"].as_str().unwrap().to_string()))
+        .collect();
+    // An accept or reject closes the dispute it answers (d2 closes d1, d6 closes d5).
+    let want = [
+        ("d10", "refused"),
+        ("d1", "accepted"),
+        ("d5", "rejected"),
+        ("d7", "refused"),
+        ("d8", "refused"),
+        ("d3", "refused"),
+        ("d4", "refused"),
+        ("d9", "refused"),
+    ];
+    let mut got = status.clone();
+    got.sort();
+    let mut want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let cause = |id: &str| match &l.disputes("acme").iter().find(|d| d.event_id == id).unwrap().status {
+        DisputeStatus::Refused { cause } => cause.clone(),
+        other => panic!("{id}: {other:?}"),
+    };
+    assert!(cause("d7").contains("not billable"));
+    assert!(cause("d8").contains("no ai_resolution verdict"));
+    assert!(cause("d10").contains("no ai_resolution verdict"), "decided after the dispute");
+    assert!(cause("d3").contains("nothing to accept"), "the same dispute accepted twice");
+    assert!(cause("d4").contains("already disputed"));
+    assert!(cause("d9").contains("outside the dispute window"));
+    // The accepted dispute credits exactly a's charge, once.
+    let inv = l.invoices("acme", t("2026-06-25T00:00:00Z"));
+    expect(&inv[0], &[("usage", 2, "1.00"), ("usage", 1, "1.50"), ("usage", 1, "3.00"), ("dispute_credit", 1, "-1.50")], "4.00");
+    assert_eq!(inv[0].lines[3].verdicts, [verdict_id("acme", "a", OUTCOME)]);
+}
+
+#[test]
+fn prepaid_credit_carries_over_and_a_negative_total_tops_it_up() {
+    let mut l = ledger("");
+    l.add_billing(event("g1", "-", "2026-06-01T00:00:00Z", Action::CreditGranted { amount: d("10.00"), note: String::new() }));
+    june(&mut l, "c", 13, "0.50"); // 6.50 in June
+    for i in 0..10 {
+        l.add_verdict(verdict(&format!("k{i}"), true, "0.50", "2026-07-02T10:00:00Z")); // 5.00 in July
+    }
+    // August: a dispute accepted for a July charge, nothing used: the total is negative.
+    l.add_billing(opened("o1", "k0", "2026-08-01T10:00:00Z"));
+    l.add_billing(accepted("o2", "k0", "2026-08-02T10:00:00Z"));
+    let inv = invoices(l, "2026-09-15T00:00:00Z");
+    // June draws 6.50 of 10.00; 3.50 is left.
+    expect(&inv[0], &[("usage", 13, "6.50"), ("prepaid_credit", 0, "-6.50")], "0.00");
+    assert_eq!(inv[0].prepaid_balance.to_string(), "3.50");
+    // July draws the rest.
+    expect(&inv[1], &[("usage", 10, "5.00"), ("prepaid_credit", 0, "-3.50")], "1.50");
+    // August: -0.50, so the total is 0 and 0.50 goes back to the balance.
+    expect(&inv[2], &[("dispute_credit", 1, "-0.50")], "0.00");
+    assert_eq!(inv[2].prepaid_balance.to_string(), "0.50");
+    assert_eq!(inv.len(), 3, "September has nothing and bills nothing idle");
+}
+
+#[test]
+fn each_line_is_rounded_half_to_even_and_the_total_is_their_sum() {
+    let mut l = ledger(
+        "[plans.r]\noverage = { ai_resolution = \"0.125\" }\nsla = { ai_resolution = { min_rate = \"0.9\", credit = \"0.333\" } }\n\
+         [tenants.acme]\nassignments = [ { plan = \"r\", from = \"2026-06\" } ]\n",
+    );
+    june(&mut l, "c", 3, "0.50");
+    l.add_verdict(verdict("n", false, "0", "2026-06-13T10:00:00Z"));
+    // Overage 3 x 0.125 = 0.375 -> 0.38 (half to even: 0.375 -> 0.38); SLA credit
+    // 0.333 x 0.375 = 0.124875 -> 0.12. Total 0.38 - 0.12.
+    let inv = invoices(l, "2026-06-20T00:00:00Z");
+    expect(&inv[0], &[("overage", 3, "0.38"), ("sla_credit", 0, "-0.12")], "0.26");
+}

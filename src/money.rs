@@ -1,0 +1,69 @@
+//! Money: exact decimal amounts as operators write them (a TOML string, never a float)
+//! and the one rounding rule invoices use. No binary float touches money.
+
+use std::fmt;
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// An exact amount, written in TOML as a string (`"0.50"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Price(pub Decimal);
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Price;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a decimal string like \"0.50\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Price, E> {
+                let v = Decimal::from_str_exact(s.trim())
+                    .map_err(|e| E::custom(format!("{s:?} is not a decimal amount ({e})")))?;
+                if v.is_sign_negative() && !v.is_zero() {
+                    return Err(E::custom(format!("{s:?} is negative")));
+                }
+                Ok(Price(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Price, E> {
+                Err(E::custom(format!("write prices as strings, like \"{v}\": a TOML float is not exact")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Price, E> {
+                Err(E::custom(format!("write prices as strings, like \"{v}\"")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Rounds to the currency's minor unit, half to even (SPEC 8.4), and writes it with
+/// exactly that many decimals: 2, but none for the currencies without a minor unit and
+/// 3 for those with thousandths.
+pub fn round_minor(amount: Decimal, currency: &str) -> Decimal {
+    let places = match currency {
+        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" | "PYG" | "RWF" => 0,
+        "BHD" | "JOD" | "KWD" | "OMR" | "TND" | "IQD" | "LYD" => 3,
+        _ => 2,
+    };
+    let mut d = amount.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
+    d.rescale(places);
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_half_to_even_at_the_minor_unit() {
+        let d = |s: &str| Decimal::from_str_exact(s).unwrap();
+        assert_eq!(round_minor(d("40.505"), "USD").to_string(), "40.50");
+        assert_eq!(round_minor(d("40.515"), "USD").to_string(), "40.52");
+        assert_eq!(round_minor(d("-1.125"), "USD").to_string(), "-1.12");
+        assert_eq!(round_minor(d("2.5"), "JPY").to_string(), "2");
+        assert_eq!(round_minor(d("0.0005"), "KWD").to_string(), "0.000");
+        assert_eq!(round_minor(d("7"), "USD").to_string(), "7.00");
+    }
+}
