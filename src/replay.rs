@@ -131,7 +131,8 @@ impl Pipeline {
             Fed::Rejected(reason)
         };
         let Some(ledger) = self.ledger.as_mut() else {
-            let msg = format!("{} is a billing event, and `verdict run` does not bill yet (use `verdict invoice`)", ev.kind);
+            let msg =
+                format!("{} is a billing event, and `verdict run` does not bill yet (use `verdict invoice`)", ev.kind);
             return reject(&mut self.summary, RejectReason::Invalid, msg);
         };
         let event = match BillingEvent::from_wire(ev) {

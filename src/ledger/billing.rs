@@ -65,8 +65,13 @@ impl BillingEvent {
         let text = |v: Option<String>| v.unwrap_or_default();
         let outcome = || match attrs.outcome.clone() {
             Some(o) if !o.is_empty() && o.len() <= 256 => Ok(o),
-            Some(_) => Err(DecodeError::invalid(format!("field `attrs.outcome` of a {} event: 1 to 256 bytes", ev.kind))),
-            None => Err(DecodeError::invalid(format!("field `attrs.outcome` is missing: a {} event names the outcome", ev.kind))),
+            Some(_) => {
+                Err(DecodeError::invalid(format!("field `attrs.outcome` of a {} event: 1 to 256 bytes", ev.kind)))
+            }
+            None => Err(DecodeError::invalid(format!(
+                "field `attrs.outcome` is missing: a {} event names the outcome",
+                ev.kind
+            ))),
         };
         let action = match ev.kind.as_ref() {
             DISPUTE_OPENED => Action::DisputeOpened { outcome: outcome()?, reason: text(attrs.reason) },
@@ -115,7 +120,8 @@ mod tests {
         let base = r#""tenant":"acme","conversation":"c1","ts":"2026-06-12T10:00:00Z""#;
         let ok = parse(&format!(r#"{{"id":"d1","type":"dispute.opened",{base},"attrs":{{"outcome":"ai_resolution","reason":"not resolved"}}}}"#)).unwrap();
         assert_eq!(ok.action, Action::DisputeOpened { outcome: "ai_resolution".into(), reason: "not resolved".into() });
-        let c = parse(&format!(r#"{{"id":"g1","type":"credit.granted",{base},"attrs":{{"amount":"250.00"}}}}"#)).unwrap();
+        let c =
+            parse(&format!(r#"{{"id":"g1","type":"credit.granted",{base},"attrs":{{"amount":"250.00"}}}}"#)).unwrap();
         assert_eq!(c.action, Action::CreditGranted { amount: Decimal::new(25000, 2), note: String::new() });
         for (attrs, cause) in [
             (r#"{"type":"dispute.accepted""#, "attrs.outcome` is missing"),

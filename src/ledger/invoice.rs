@@ -92,7 +92,14 @@ impl Invoice {
                     verdicts: Vec<String>| {
             let amount = round(amount);
             if count > 0 || !amount.is_zero() {
-                lines.push(Line { kind, outcome: outcome.map(str::to_string), unit_price: unit, count, amount, verdicts });
+                lines.push(Line {
+                    kind,
+                    outcome: outcome.map(str::to_string),
+                    unit_price: unit,
+                    count,
+                    amount,
+                    verdicts,
+                });
             }
         };
         if let Some(fee) = t.plan.platform_fee {
@@ -133,8 +140,7 @@ impl Invoice {
             if all == 0 || Decimal::from(billable) >= sla.min_rate * Decimal::from(all) {
                 continue;
             }
-            let charged: Decimal =
-                book.charges.iter().filter(|c| &c.outcome == outcome).map(|c| c.unit_price).sum();
+            let charged: Decimal = book.charges.iter().filter(|c| &c.outcome == outcome).map(|c| c.unit_price).sum();
             push(&mut lines, "sla_credit", Some(outcome), None, 0, -(sla.credit * charged), Vec::new());
         }
         for (kind, name) in [(CreditKind::Dispute, "dispute_credit"), (CreditKind::Retraction, "retraction_credit")] {

@@ -139,8 +139,11 @@ impl Ledger {
     /// The periods of `tenant` that get an invoice, up to `last`: those with a verdict
     /// or billing event, and every period of an assignment that bills idle periods.
     fn invoiced_periods(&self, tenant: &str, last: Period) -> BTreeSet<Period> {
-        let mut ps: BTreeSet<Period> =
-            self.books.get(tenant).map(|b| b.periods.keys().copied().filter(|p| *p <= last).collect()).unwrap_or_default();
+        let mut ps: BTreeSet<Period> = self
+            .books
+            .get(tenant)
+            .map(|b| b.periods.keys().copied().filter(|p| *p <= last).collect())
+            .unwrap_or_default();
         if let Some(mut p) = self.plans.first_billed_period(tenant) {
             while p <= last {
                 if self.plans.plan_for(tenant, p).0.bills_idle_periods() {
@@ -200,7 +203,9 @@ impl Ledger {
             return out;
         }
         let mut balance = closed.balance;
-        for p in self.invoiced_periods(tenant, Period::of(wm)).into_iter().filter(|p| closed.through.is_none_or(|d| *p > d)) {
+        for p in
+            self.invoiced_periods(tenant, Period::of(wm)).into_iter().filter(|p| closed.through.is_none_or(|d| *p > d))
+        {
             let inv = self.invoice_with(tenant, p, balance, Status::Draft);
             balance = inv.prepaid_balance;
             out.push(inv);

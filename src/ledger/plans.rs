@@ -156,14 +156,20 @@ impl PlanBook {
     /// Parses the text of a plans file. `outcomes` are the outcome names the rules
     /// define: a plan that names another is refused.
     pub fn parse(text: &str, outcomes: &[&str]) -> Result<PlanBook, PlanError> {
-        let raw: PlansFile = toml::from_str(text)
-            .map_err(|e| PlanError { line: crate::rules::toml_error_line(text, &e), message: e.message().to_string() })?;
+        let raw: PlansFile = toml::from_str(text).map_err(|e| PlanError {
+            line: crate::rules::toml_error_line(text, &e),
+            message: e.message().to_string(),
+        })?;
         let mut book = PlanBook::default();
         for (name, p) in raw.plans {
             let section = line_of(text, &format!("[plans.{name}"), None);
-            let err = |needle: &str, message: String| PlanError { line: line_of(text, needle, section).or(section), message };
+            let err =
+                |needle: &str, message: String| PlanError { line: line_of(text, needle, section).or(section), message };
             if name == PAYG {
-                return Err(err("[plans.", format!("[plans.{PAYG}]: `{PAYG}` is the built-in plan with no keys; give yours another name")));
+                return Err(err(
+                    "[plans.",
+                    format!("[plans.{PAYG}]: `{PAYG}` is the built-in plan with no keys; give yours another name"),
+                ));
             }
             for outcome in p.included.keys().chain(p.overage.keys()).chain(p.sla.keys()) {
                 if !outcomes.contains(&outcome.as_str()) {
@@ -176,7 +182,10 @@ impl PlanBook {
             for (outcome, s) in &p.sla {
                 for (key, v) in [("min_rate", s.min_rate.0), ("credit", s.credit.0)] {
                     if v > Decimal::ONE {
-                        return Err(err(key, format!("[plans.{name}] sla.{outcome}.{key} = {v}: a fraction from 0 to 1")));
+                        return Err(err(
+                            key,
+                            format!("[plans.{name}] sla.{outcome}.{key} = {v}: a fraction from 0 to 1"),
+                        ));
                     }
                 }
             }
@@ -184,7 +193,10 @@ impl PlanBook {
                 return Err(err("cap_periods", format!("[plans.{name}]: cap_periods without a cap")));
             }
             if p.cap_periods == Some(0) {
-                return Err(err("cap_periods", format!("[plans.{name}]: cap_periods = 0 locks no period; leave out the cap")));
+                return Err(err(
+                    "cap_periods",
+                    format!("[plans.{name}]: cap_periods = 0 locks no period; leave out the cap"),
+                ));
             }
             let plan = Plan {
                 name: name.clone(),
@@ -202,7 +214,8 @@ impl PlanBook {
         }
         for (tenant, t) in raw.tenants {
             let section = line_of(text, &format!("[tenants.{tenant}]"), None);
-            let err = |needle: &str, message: String| PlanError { line: line_of(text, needle, section).or(section), message };
+            let err =
+                |needle: &str, message: String| PlanError { line: line_of(text, needle, section).or(section), message };
             let mut assignments: Vec<Assignment> = Vec::new();
             for a in t.assignments {
                 let from: Period = a.from.parse().map_err(|e: super::period::PeriodError| {
@@ -216,7 +229,10 @@ impl PlanBook {
                     ));
                 }
                 if assignments.iter().any(|x| x.from == from) {
-                    return Err(err(&format!("\"{}\"", a.from), format!("[tenants.{tenant}]: two assignments from {from}")));
+                    return Err(err(
+                        &format!("\"{}\"", a.from),
+                        format!("[tenants.{tenant}]: two assignments from {from}"),
+                    ));
                 }
                 assignments.push(Assignment { plan: a.plan, from });
             }

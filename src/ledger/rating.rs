@@ -197,7 +197,9 @@ impl TenantBook {
                         e.conversation,
                         format_rfc3339(e.ts)
                     )),
-                    Some(k) if !k.billable => refuse("the verdict is not billable: there is no charge to dispute".into()),
+                    Some(k) if !k.billable => {
+                        refuse("the verdict is not billable: there is no charge to dispute".into())
+                    }
                     Some(Known { dispute: Some(i), .. }) => refuse(format!(
                         "already disputed (by event {}, {})",
                         self.disputes[*i].event_id,
@@ -230,7 +232,8 @@ impl TenantBook {
             }
             Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. } => {
                 let accept = matches!(e.action, Action::DisputeAccepted { .. });
-                let open = known.as_ref().and_then(|k| k.dispute).filter(|&i| self.disputes[i].status == DisputeStatus::Open);
+                let open =
+                    known.as_ref().and_then(|k| k.dispute).filter(|&i| self.disputes[i].status == DisputeStatus::Open);
                 let Some(i) = open else {
                     let verb = if accept { "accept" } else { "reject" };
                     self.disputes.push(Dispute {
@@ -247,8 +250,14 @@ impl TenantBook {
                 };
                 if accept {
                     let (_, amount) = known.and_then(|k| k.charge).unwrap_or((p, Decimal::ZERO));
-                    self.period(p).credits.push(Credit { verdict_id: vid, kind: CreditKind::Dispute, amount, at: e.ts });
-                    self.disputes[i].status = DisputeStatus::Accepted { credit: amount.to_string(), period: p.to_string() };
+                    self.period(p).credits.push(Credit {
+                        verdict_id: vid,
+                        kind: CreditKind::Dispute,
+                        amount,
+                        at: e.ts,
+                    });
+                    self.disputes[i].status =
+                        DisputeStatus::Accepted { credit: amount.to_string(), period: p.to_string() };
                 } else {
                     self.disputes[i].status = DisputeStatus::Rejected { note: note.clone() };
                 }

@@ -104,7 +104,9 @@ fn pay_as_you_go_charges_each_verdict_its_own_price() {
 
 #[test]
 fn a_committed_minimum_is_trued_up() {
-    let mut l = ledger("[plans.m]\nminimum = \"100.00\"\n[tenants.acme]\nassignments = [ { plan = \"m\", from = \"2026-06\" } ]\n");
+    let mut l = ledger(
+        "[plans.m]\nminimum = \"100.00\"\n[tenants.acme]\nassignments = [ { plan = \"m\", from = \"2026-06\" } ]\n",
+    );
     june(&mut l, "c", 20, "1.50");
     // Usage 30.00, so 70.00 to reach the minimum.
     let inv = invoices(l, "2026-06-20T00:00:00Z");
@@ -148,7 +150,9 @@ fn an_outcome_guarantee_missed_gives_its_credit() {
 
 #[test]
 fn every_dispute_path() {
-    let mut l = ledger("[plans.w]\ndispute_window = \"10d\"\n[tenants.acme]\nassignments = [ { plan = \"w\", from = \"2026-06\" } ]\n");
+    let mut l = ledger(
+        "[plans.w]\ndispute_window = \"10d\"\n[tenants.acme]\nassignments = [ { plan = \"w\", from = \"2026-06\" } ]\n",
+    );
     l.add_verdict(verdict("a", true, "1.50", "2026-06-01T10:00:00Z"));
     l.add_verdict(verdict("b", true, "3.00", "2026-06-01T10:00:00Z"));
     l.add_verdict(verdict("n", false, "0", "2026-06-01T10:00:00Z"));
@@ -159,7 +163,12 @@ fn every_dispute_path() {
         accepted("d3", "a", "2026-06-04T00:00:00Z"),
         opened("d4", "a", "2026-06-05T00:00:00Z"),
         opened("d5", "b", "2026-06-02T00:00:00Z"),
-        event("d6", "b", "2026-06-03T00:00:00Z", Action::DisputeRejected { outcome: OUTCOME.into(), note: "resolved".into() }),
+        event(
+            "d6",
+            "b",
+            "2026-06-03T00:00:00Z",
+            Action::DisputeRejected { outcome: OUTCOME.into(), note: "resolved".into() },
+        ),
         opened("d7", "n", "2026-06-02T00:00:00Z"),
         opened("d8", "ghost", "2026-06-02T00:00:00Z"),
         opened("d9", "old", "2026-06-20T00:00:00Z"),
@@ -203,17 +212,27 @@ fn every_dispute_path() {
     assert!(cause("d9").contains("outside the dispute window"));
     // The accepted dispute credits exactly a's charge, once.
     let inv = l.invoices("acme", t("2026-06-25T00:00:00Z"));
-    expect(&inv[0], &[("usage", 2, "1.00"), ("usage", 1, "1.50"), ("usage", 1, "3.00"), ("dispute_credit", 1, "-1.50")], "4.00");
+    expect(
+        &inv[0],
+        &[("usage", 2, "1.00"), ("usage", 1, "1.50"), ("usage", 1, "3.00"), ("dispute_credit", 1, "-1.50")],
+        "4.00",
+    );
     assert_eq!(inv[0].lines[3].verdicts, [verdict_id("acme", "a", OUTCOME)]);
 }
 
 #[test]
 fn prepaid_credit_carries_over_and_a_negative_total_tops_it_up() {
     let mut l = ledger("");
-    l.add_billing(event("g1", "-", "2026-06-01T00:00:00Z", Action::CreditGranted { amount: d("10.00"), note: String::new() }));
+    l.add_billing(event(
+        "g1",
+        "-",
+        "2026-06-01T00:00:00Z",
+        Action::CreditGranted { amount: d("10.00"), note: String::new() },
+    ));
     june(&mut l, "c", 13, "0.50"); // 6.50 in June
     for i in 0..10 {
-        l.add_verdict(verdict(&format!("k{i}"), true, "0.50", "2026-07-02T10:00:00Z")); // 5.00 in July
+        l.add_verdict(verdict(&format!("k{i}"), true, "0.50", "2026-07-02T10:00:00Z"));
+        // 5.00 in July
     }
     // August: a dispute accepted for a July charge, nothing used: the total is negative.
     l.add_billing(opened("o1", "k0", "2026-08-01T10:00:00Z"));
@@ -242,4 +261,20 @@ fn each_line_is_rounded_half_to_even_and_the_total_is_their_sum() {
     // 0.333 x 0.375 = 0.124875 -> 0.12. Total 0.38 - 0.12.
     let inv = invoices(l, "2026-06-20T00:00:00Z");
     expect(&inv[0], &[("overage", 3, "0.38"), ("sla_credit", 0, "-0.12")], "0.26");
+}
+
+#[test]
+fn a_dispute_that_arrives_before_its_verdict_is_decided_waits_for_it() {
+    // The follow-up window of c ends at 10:00; the customer disputes at 10:00:03. The
+    // dispute arrives while the watermark is still before 10:00, so the verdict is not
+    // decided yet; rated in time order, the dispute finds it.
+    let mut l = ledger("");
+    l.add_billing(opened("d1", "c", "2026-06-12T10:00:03Z"));
+    l.advance(t("2026-06-12T09:59:58Z"));
+    l.add_verdict(verdict("c", true, "1.50", "2026-06-12T10:00:00Z"));
+    l.add_billing(accepted("d2", "c", "2026-06-12T11:00:00Z"));
+    l.advance(t("2026-06-12T12:00:00Z"));
+    assert!(matches!(l.disputes("acme")[0].status, DisputeStatus::Accepted { .. }), "{:?}", l.disputes("acme"));
+    let inv = l.invoices("acme", t("2026-06-12T12:00:00Z"));
+    expect(&inv[0], &[("usage", 1, "1.50"), ("dispute_credit", 1, "-1.50")], "0.00");
 }

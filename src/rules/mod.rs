@@ -14,8 +14,8 @@ pub mod sandbox;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use outcome::{Outcome, Problem};
 pub use crate::ledger::plans::{PlanBook, PLANS_FILE};
+pub use outcome::{Outcome, Problem};
 pub use prices::PriceBook;
 pub use sandbox::Limits;
 
