@@ -4,9 +4,11 @@
 //!
 //! `cargo bench --bench replay` (set VERDICT_BENCH_CONVERSATIONS to change the size).
 //!
-//! `VERDICT_BENCH_ALTERNATE=N cargo bench --bench replay` instead runs the two N times
-//! each, alternately, and prints the quickest of each and their ratio: on a shared
-//! machine, load that comes and goes then weighs on both alike.
+//! `VERDICT_BENCH_ALTERNATE=N cargo bench --bench replay` instead runs them N times
+//! each, alternately, and prints the quickest of each and their ratios: on a shared
+//! machine, load that comes and goes then weighs on all alike. `replay_with_invoices`
+//! is the replay with the ledger rating every verdict and every invoice computed at the
+//! end, as `verdict replay` and `verdict invoice` run.
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -90,11 +92,12 @@ fn parse_only(buf: &[u8]) -> u64 {
 
 /// Verdict lines go to a buffer emptied whenever it passes 64 KiB, as the replay's
 /// buffered writer does; returns the records and the bytes written.
-fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, usize) {
+fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, invoices: bool) -> (u64, usize) {
     const FLUSH_AT: usize = 64 << 10;
     let drain_every =
         std::env::var("VERDICT_BENCH_DRAIN_EVERY").ok().and_then(|s| s.parse().ok()).unwrap_or(DRAIN_EVERY).max(1);
-    let mut p = Pipeline::new(Engine::new(EngineConfig::default(), rhai.clone(), rules.clone()), vec![]);
+    let engine = Engine::new(EngineConfig::default(), rhai.clone(), rules.clone());
+    let mut p = if invoices { Pipeline::billing(engine, vec![]) } else { Pipeline::new(engine, vec![]) };
     let mut out = Vec::with_capacity(2 * FLUSH_AT);
     let mut written = 0;
     let mut rejected = 0u64;
@@ -115,6 +118,9 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>) -> (u64, u
     }
     p.finish(&mut write);
     assert_eq!(rejected, 0);
+    if let (Some(ledger), Some(end)) = (&p.ledger, p.engine.watermark().max_ts()) {
+        written += black_box(ledger.all_invoices(end)).len();
+    }
     (p.summary.records, written + out.len())
 }
 
@@ -128,7 +134,8 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events));
     g.sample_size(10);
     g.bench_function("parse_only_baseline", |b| b.iter(|| black_box(parse_only(black_box(&buf)))));
-    g.bench_function("replay_default_rules", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules))));
+    g.bench_function("replay_default_rules", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules, false))));
+    g.bench_function("replay_with_invoices", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules, true))));
     g.finish();
 }
 
@@ -144,23 +151,30 @@ fn alternate(rounds: u32) {
         f();
         t.elapsed().as_secs_f64()
     };
-    let (mut base, mut full) = (f64::MAX, f64::MAX);
+    let (mut base, mut full, mut billed) = (f64::MAX, f64::MAX, f64::MAX);
     let rounds = rounds.max(1);
     for _ in 0..rounds {
         base = base.min(time(&mut || {
             black_box(parse_only(black_box(&buf)));
         }));
         full = full.min(time(&mut || {
-            black_box(replay(black_box(&buf), &rhai, &rules));
+            black_box(replay(black_box(&buf), &rhai, &rules, false));
+        }));
+        billed = billed.min(time(&mut || {
+            black_box(replay(black_box(&buf), &rhai, &rules, true));
         }));
     }
     println!(
         "{events} events, quickest of {rounds} alternate runs: parse_only_baseline {:.1} ms, \
-         replay_default_rules {:.1} ms ({:.2} M events/s), ratio {:.2}",
+         replay_default_rules {:.1} ms ({:.2} M events/s), ratio {:.2}; replay_with_invoices {:.1} ms \
+         ({:.2} M events/s), {:+.1}% against the replay",
         base * 1e3,
         full * 1e3,
         events / full / 1e6,
-        full / base
+        full / base,
+        billed * 1e3,
+        events / billed / 1e6,
+        (billed / full - 1.0) * 100.0
     );
 }
 

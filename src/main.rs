@@ -74,7 +74,7 @@ enum Command {
     },
     /// Run the service: HTTP ingest and API, followed files, hot reload, checkpoints.
     Run(Box<verdict::service::RunConfig>),
-    /// Compile the outcome definitions and prices of a rules directory.
+    /// Compile the outcome definitions, prices and plans of a rules directory.
     Check {
         #[arg(default_value = "rules")]
         dir: PathBuf,
@@ -234,6 +234,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     o.prices.currency,
                     o.prices.tiers.len(),
                     o.prices.tenants.len()
+                );
+            }
+            if !rules.plans_version.is_empty() {
+                let plans: Vec<&str> = rules.plans.plans.keys().map(String::as_str).collect();
+                println!(
+                    "ok {} {} (plans {}; {} tenant(s) assigned)",
+                    verdict::rules::PLANS_FILE,
+                    rules.plans_version,
+                    plans.join(", "),
+                    rules.plans.tenants.len()
                 );
             }
             Ok(ExitCode::SUCCESS)
