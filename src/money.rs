@@ -25,6 +25,7 @@ impl<'de> Deserialize<'de> for Price {
                 if v.is_sign_negative() && !v.is_zero() {
                     return Err(E::custom(format!("{s:?} is negative")));
                 }
+                within_limits(v).map_err(E::custom)?;
                 Ok(Price(v))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Price, E> {
@@ -36,6 +37,22 @@ impl<'de> Deserialize<'de> for Price {
         }
         d.deserialize_any(V)
     }
+}
+
+/// The largest amount an operator or an event may write, and its most decimals: sums of
+/// any number of them stay far inside what an exact decimal holds.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0); // 1e15
+pub const MAX_DECIMALS: u32 = 8;
+
+/// Whether `d` is within [`MAX_AMOUNT`] and [`MAX_DECIMALS`]; why not if it is not.
+pub fn within_limits(d: Decimal) -> Result<(), String> {
+    if d.abs() > MAX_AMOUNT {
+        return Err(format!("{d} is over the largest amount, {MAX_AMOUNT}"));
+    }
+    if d.scale() > MAX_DECIMALS {
+        return Err(format!("{d} has {} decimals; at most {MAX_DECIMALS}", d.scale()));
+    }
+    Ok(())
 }
 
 /// Rounds to the currency's minor unit, half to even (SPEC 8.4), and writes it with
@@ -65,5 +82,9 @@ mod tests {
         assert_eq!(round_minor(d("2.5"), "JPY").to_string(), "2");
         assert_eq!(round_minor(d("0.0005"), "KWD").to_string(), "0.000");
         assert_eq!(round_minor(d("7"), "USD").to_string(), "7.00");
+        assert_eq!(MAX_AMOUNT.to_string(), "1000000000000000");
+        assert!(within_limits(d("999999999999999.99999999")).is_ok());
+        assert!(within_limits(d("1000000000000000.01")).unwrap_err().contains("largest"));
+        assert!(within_limits(d("0.000000001")).unwrap_err().contains("decimals"));
     }
 }

@@ -97,10 +97,10 @@ impl Pipeline {
                 return Fed::Rejected(e.reason);
             }
         };
-        if billing::is_billing(&ev.kind) {
+        let kind = kinds::classify(&ev.kind);
+        if kind == kinds::OTHER && billing::is_billing(&ev.kind) {
             return self.feed_billing(&ev, record, size, at, dead);
         }
-        let kind = kinds::classify(&ev.kind);
         match self.engine.admit(&ev, kind) {
             Ingest::Accepted => Fed::Event(kind, EventResult::Accepted),
             Ingest::Duplicate => Fed::Event(kind, EventResult::Duplicate),
@@ -123,7 +123,7 @@ impl Pipeline {
     }
 
     /// A billing event goes to the ledger (validated, late like any event, deduplicated),
-    /// never to conversation state.
+    /// never to conversation state or the watermark.
     fn feed_billing(&mut self, ev: &WireEvent<'_>, record: &[u8], size: u64, at: Position<'_>, dead: Dead<'_>) -> Fed {
         let mut reject = |summary: &mut Summary, reason: RejectReason, msg: String| {
             summary.reject(reason);
@@ -139,7 +139,10 @@ impl Pipeline {
             Ok(e) => e,
             Err(e) => return reject(&mut self.summary, e.reason, e.message),
         };
-        if let Err(watermark) = self.engine.admit_time(ev.ts) {
+        // Late like any event; but it does not move the watermark, so a stream gives the
+        // same verdicts whether or not billing events are taken (the service refuses them).
+        let watermark = self.engine.watermark().current();
+        if self.engine.watermark().is_late(ev.ts) {
             self.late(ev.ts, watermark, record, size, at, dead);
             return Fed::Billing(EventResult::Late);
         }

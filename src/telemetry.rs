@@ -78,7 +78,8 @@ pub const ALL: &[(&str, &str, &str)] = &[
         RECOVERY_PROBLEMS,
         "counter",
         "Problems recovery found and went on past, by problem: torn_tail, checkpoint_rejected, and with \
-         --accept-loss log_damaged, log_short, log_missing, foreign_checkpoint, output_short.",
+         --accept-loss log_damaged, log_short, log_missing, foreign_checkpoint, newer_checkpoint, no_checkpoint, \
+         output_short.",
     ),
     (WAL_SYNC, "histogram", "Time of one write-ahead log group commit (write and fsync)."),
     (WAL_BYTES, "counter", "Bytes appended to the write-ahead log."),

@@ -73,6 +73,10 @@ fn read_entry(r: &mut impl Read, remaining: u64) -> io::Result<Result<Option<Vec
     if len as usize > MAX_ENTRY_BYTES {
         return Ok(Err(format!("a length of {len} bytes")));
     }
+    // No entry is empty; zeros past the end of a torn write look like one.
+    if len == 0 {
+        return Ok(Err("a zero length".into()));
+    }
     if len > remaining - HEADER {
         return Ok(Err(format!("an entry of {len} bytes with only {} left", remaining - HEADER)));
     }

@@ -144,3 +144,21 @@ fn an_event_older_than_the_allowance_is_late_and_its_client_is_told() {
     let (status, answer) = svc.post("/v1/events", &ev("o-3", "message.ai", "o", &stamp(now()), ""));
     assert_eq!((status, answer["duplicates"].clone()), (200, Value::from(1)), "{answer}");
 }
+
+#[test]
+fn after_a_restart_http_without_requests_stops_holding_the_watermark() {
+    // HTTP delivered before the restart, so it starts over as a source; with no request
+    // after it, it is left out once quiet for D, and the wall clock moves again.
+    let mut svc =
+        Service::start(&["--delivery-allowance", "2s", "--idle-timeout", "500ms", "--tick-interval", "100ms"]);
+    let (status, _) = svc.post("/v1/events", &ev("r-1", "conversation.started", "r", &stamp(now()), ""));
+    assert_eq!(status, 200);
+    assert_eq!(svc.stop(), Some(0));
+    svc.spawn(&[]);
+    let s = svc.get("/v1/sources").1;
+    let http = |s: &Value| s["sources"].as_array().unwrap().iter().find(|x| x["name"] == "http").cloned();
+    assert!(http(&s).is_some_and(|h| h["idle"] == false), "http holds right after the restart: {s}");
+    let s = svc.wait_for("/v1/sources", |s| s["wall_clock_advancing"] == true);
+    assert_eq!(http(&s).unwrap()["idle"], true, "{s}");
+    assert_eq!(svc.stop(), Some(0));
+}

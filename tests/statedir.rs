@@ -215,3 +215,37 @@ fn a_state_directory_of_the_previous_release_is_recovered_and_goes_on() {
     assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
     diff("verdicts across the upgrade", &once(&svc.output()), &want);
 }
+
+#[test]
+fn a_log_with_no_usable_checkpoint_is_not_replayed_onto_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (all, _, _) = replayed_stream(tmp.path(), 200, 26);
+    let mut svc = stopped_with(&all);
+    let written = once(&svc.output());
+    for f in walk(&svc.state().join("checkpoints")) {
+        std::fs::remove_file(f).unwrap();
+    }
+    let (code, err) = svc.start_fails(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no usable checkpoint") && err.contains("--accept-loss"), "{err}");
+    svc.args.push("--accept-loss".into());
+    svc.spawn(&[]);
+    assert_eq!(problems(&svc, "no_checkpoint"), "1");
+    assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
+    diff("verdicts written anew from the whole log", &once(&svc.output()), &written);
+}
+
+#[test]
+fn a_checkpoint_of_a_newer_build_is_not_passed_over_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (all, _, _) = replayed_stream(tmp.path(), 100, 27);
+    let svc = stopped_with(&all);
+    let mut files = walk(&svc.state().join("checkpoints"));
+    files.sort();
+    let mut bytes = std::fs::read(files.last().unwrap()).unwrap();
+    bytes[8..12].copy_from_slice(&99u32.to_le_bytes()); // the format version in the header
+    std::fs::write(files[0].with_file_name("checkpoint-00000000000000000099.bin"), bytes).unwrap();
+    let (code, err) = svc.start_fails(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("written by a newer verdict (format 99"), "{err}");
+}

@@ -236,21 +236,6 @@ impl Engine {
         Ingest::Accepted
     }
 
-    /// The time of an event that goes to the ledger, not to conversation state (a
-    /// billing event): it moves the watermark like any event. `Err(watermark)` when it
-    /// is late.
-    pub fn admit_time(&mut self, ts: Nanos) -> Result<(), Nanos> {
-        let late = self.wm.is_late(ts).then(|| self.wm.current());
-        self.wm.observe(ts);
-        match late {
-            Some(watermark) => {
-                self.stats.late += 1;
-                Err(watermark)
-            }
-            None => Ok(()),
-        }
-    }
-
     /// Moves the watermark to `t` (wall clock, or a fixture's end time) and runs what is due.
     pub fn advance_to(&mut self, t: Nanos) {
         self.wm.advance_to(t);
@@ -270,14 +255,19 @@ impl Engine {
     }
 
     /// Sets the sources in force at `now` (a start, or a Fluvio source that learned its
-    /// partitions): of the sources `in_scope` says are this set's, those not in
-    /// `sources` are forgotten; those in it start over as not caught up. Runs what
-    /// that makes due.
-    pub fn set_sources(&mut self, now: Nanos, in_scope: impl Fn(&str) -> bool, sources: &[(String, Nanos)]) {
-        for (name, quiet) in sources {
-            self.wm.restart_source(name, now, *quiet);
+    /// partitions): of the sources `in_scope` says are this set's, those not among
+    /// `sources` (name, quiet time, caught up) are forgotten; those among them start
+    /// over. Runs what that makes due.
+    pub fn set_sources<'a>(
+        &mut self,
+        now: Nanos,
+        in_scope: impl Fn(&str) -> bool,
+        sources: impl Iterator<Item = (&'a str, Nanos, bool)> + Clone,
+    ) {
+        for (name, quiet, caught_up) in sources.clone() {
+            self.wm.restart_source(name, now, quiet, caught_up);
         }
-        if self.wm.retain_sources(|n| !in_scope(n) || sources.iter().any(|(s, _)| s == n)) {
+        if self.wm.retain_sources(|n| !in_scope(n) || sources.clone().any(|(s, _, _)| s == n)) {
             self.run();
         }
     }

@@ -174,12 +174,12 @@ impl Watermark {
         }
     }
 
-    /// (Re)starts source `name` at `now`: active, not caught up, left out after
-    /// `quiet`. Its progress so far stays.
-    pub fn restart_source(&mut self, name: &str, now: Nanos, quiet: Nanos) {
+    /// (Re)starts source `name` at `now`: active, caught up or not, left out once
+    /// caught up and quiet for `quiet`. Its progress so far stays.
+    pub fn restart_source(&mut self, name: &str, now: Nanos, quiet: Nanos, caught_up: bool) {
         let i = self.index_or_add(name, now, quiet);
         let s = &mut self.sources[i];
-        (s.last_arrival, s.caught_up, s.quiet, s.idle) = (now, false, quiet, false);
+        (s.last_arrival, s.caught_up, s.quiet, s.idle) = (now, caught_up, quiet, false);
     }
 
     /// Forgets the sources for which `keep` is false (no longer configured or owned);
@@ -346,8 +346,8 @@ mod tests {
         assert!(!w.mark_idle(50), "every source idle: only the wall clock moves it");
         assert!(w.all_idle());
         // Restarted with http and the file as before; "old" is no longer configured.
-        w.restart_source("http", 5_000, 500);
-        w.restart_source("file", 5_000, 50);
+        w.restart_source("http", 5_000, 500, false);
+        w.restart_source("file", 5_000, 50, false);
         assert!(!w.all_idle());
         assert!(w.retain_sources(|n| n != "old"));
         assert_eq!(w.current(), 790, "the file is the slowest source left");

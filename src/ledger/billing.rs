@@ -16,11 +16,8 @@ pub const DISPUTE_REJECTED: &str = "dispute.rejected";
 pub const CREDIT_GRANTED: &str = "credit.granted";
 
 /// Whether events of this type are billing events.
-#[inline]
 pub fn is_billing(kind: &str) -> bool {
-    // Cheap first test: conversation event types never start with these letters.
-    matches!(kind.as_bytes().first(), Some(b'd' | b'c'))
-        && matches!(kind, DISPUTE_OPENED | DISPUTE_ACCEPTED | DISPUTE_REJECTED | CREDIT_GRANTED)
+    matches!(kind, DISPUTE_OPENED | DISPUTE_ACCEPTED | DISPUTE_REJECTED | CREDIT_GRANTED)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +99,7 @@ fn amount(v: Option<serde_json::Value>) -> Result<Decimal, DecodeError> {
     if d <= Decimal::ZERO {
         return Err(bad(format!("{s:?} is not above zero")));
     }
+    crate::money::within_limits(d).map_err(bad)?;
     Ok(d)
 }
 

@@ -129,7 +129,7 @@ impl Invoice {
             push(&mut lines, "minimum_true_up", None, None, 0, true_up, Vec::new());
         }
         if let (Some(cap), Some(from)) = (t.plan.cap, t.assigned_from) {
-            let locked = t.plan.cap_periods.is_none_or(|n| t.period.0 < from.0 + n);
+            let locked = t.plan.cap_periods.is_none_or(|n| t.period.0 < from.0.saturating_add(n));
             if locked {
                 let over = (s + round(true_up) - cap).max(Decimal::ZERO);
                 push(&mut lines, "price_lock", None, None, 0, -over, Vec::new());
@@ -159,7 +159,6 @@ impl Invoice {
             // A negative total is owed to the tenant: it goes to the prepaid balance.
             balance -= total_before;
         }
-        let balance = round(balance);
         let total = round(sum(&lines).max(Decimal::ZERO));
         Invoice {
             number: format!("INV-{}-{}", t.tenant, t.period),

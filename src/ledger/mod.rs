@@ -28,14 +28,23 @@ use crate::timestamp::Nanos;
 /// Something waiting for the watermark, ordered as rating takes it: by time, verdicts
 /// before billing events, then by id (and tenant and conversation, which make it whole).
 #[derive(Debug)]
-struct Pending {
-    key: (Nanos, u8, String, String, String),
-    item: Item,
+enum Pending {
+    Verdict(Box<Rated>),
+    Billing(Box<BillingEvent>),
+}
+
+impl Pending {
+    fn key(&self) -> (Nanos, u8, &str, &str, &str) {
+        match self {
+            Pending::Verdict(v) => (v.decided_at, 0, &v.verdict_id, &v.tenant, &v.conversation),
+            Pending::Billing(e) => (e.ts, 1, &e.id, &e.tenant, &e.conversation),
+        }
+    }
 }
 
 impl PartialEq for Pending {
     fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
+        self.key() == other.key()
     }
 }
 impl Eq for Pending {}
@@ -46,14 +55,8 @@ impl PartialOrd for Pending {
 }
 impl Ord for Pending {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key.cmp(&other.key)
+        self.key().cmp(&other.key())
     }
-}
-
-#[derive(Debug)]
-enum Item {
-    Verdict(Box<Rated>),
-    Billing(Box<BillingEvent>),
 }
 
 /// A tenant's closed periods: their final invoices and the balance after the last.
@@ -72,6 +75,8 @@ pub struct Ledger {
     closed: BTreeMap<String, Closed>,
     /// Billing events taken, by (tenant, conversation, id): the first copy wins.
     seen: HashSet<(String, String, String)>,
+    /// The last period closed for every tenant.
+    closed_through: Option<Period>,
 }
 
 /// What [`Ledger::add_billing`] did with an event.
@@ -90,6 +95,7 @@ impl Ledger {
             books: BTreeMap::new(),
             closed: BTreeMap::new(),
             seen: HashSet::new(),
+            closed_through: None,
         }
     }
 
@@ -99,8 +105,7 @@ impl Ledger {
 
     /// A verdict decided by the engine.
     pub fn add_verdict(&mut self, v: Rated) {
-        let key = (v.decided_at, 0, v.verdict_id.clone(), v.tenant.clone(), v.conversation.clone());
-        self.pending.push(Reverse(Pending { key, item: Item::Verdict(Box::new(v)) }));
+        self.pending.push(Reverse(Pending::Verdict(Box::new(v))));
     }
 
     /// A billing event that was not late; a second copy of an id is a duplicate.
@@ -108,8 +113,7 @@ impl Ledger {
         if !self.seen.insert((e.tenant.clone(), e.conversation.clone(), e.id.clone())) {
             return Taken::Duplicate;
         }
-        let key = (e.ts, 1, e.id.clone(), e.tenant.clone(), e.conversation.clone());
-        self.pending.push(Reverse(Pending { key, item: Item::Billing(Box::new(e)) }));
+        self.pending.push(Reverse(Pending::Billing(Box::new(e))));
         Taken::Accepted
     }
 
@@ -127,11 +131,11 @@ impl Ledger {
     }
 
     fn rate_before(&mut self, limit: Nanos) {
-        while self.pending.peek().is_some_and(|Reverse(p)| p.key.0 < limit) {
+        while self.pending.peek().is_some_and(|Reverse(p)| p.key().0 < limit) {
             let Some(Reverse(p)) = self.pending.pop() else { break };
-            match p.item {
-                Item::Verdict(v) => self.books.entry(v.tenant.clone()).or_default().rate(&self.plans, &v),
-                Item::Billing(e) => self.books.entry(e.tenant.clone()).or_default().apply(&self.plans, &e),
+            match p {
+                Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(&self.plans, &v),
+                Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(&self.plans, &e),
             }
         }
     }
@@ -165,8 +169,12 @@ impl Ledger {
             return;
         }
         // A period closes once the watermark has reached its end: every period before
-        // the watermark's own.
+        // the watermark's own. Nothing new closes until the watermark's period changes.
         let Some(last_closed) = Period::of(wm).0.checked_sub(1).map(Period) else { return };
+        if self.closed_through == Some(last_closed) {
+            return;
+        }
+        self.closed_through = Some(last_closed);
         for tenant in self.tenants() {
             let done = self.closed.get(&tenant).and_then(|c| c.through);
             let periods: Vec<Period> = self
@@ -222,6 +230,14 @@ impl Ledger {
     pub fn disputes(&self, tenant: &str) -> &[Dispute] {
         self.books.get(tenant).map_or(&[], |b| &b.disputes)
     }
+}
+
+/// The book of `tenant`, made on first use (without a key allocation after that).
+fn book_of<'a>(books: &'a mut BTreeMap<String, TenantBook>, tenant: &str) -> &'a mut TenantBook {
+    if !books.contains_key(tenant) {
+        books.insert(tenant.to_string(), TenantBook::default());
+    }
+    books.get_mut(tenant).expect("inserted above")
 }
 
 #[cfg(test)]

@@ -88,8 +88,6 @@ pub struct PeriodBook {
     pub credits: Vec<Credit>,
     /// `credit.granted` amounts with their `ts`.
     pub grants: Vec<(Nanos, Decimal)>,
-    /// Whether a verdict or billing event fell in it.
-    pub active: bool,
 }
 
 /// Where a dispute stands.
@@ -121,8 +119,8 @@ pub struct Dispute {
 struct Known {
     billable: bool,
     decided_at: Nanos,
-    /// Its charge: the period and the charged amount.
-    charge: Option<(Period, Decimal)>,
+    /// What it was charged, if billable.
+    charge: Option<Decimal>,
     /// Index into the disputes, once disputed.
     dispute: Option<usize>,
 }
@@ -136,14 +134,18 @@ pub struct TenantBook {
 }
 
 impl TenantBook {
+    /// The book of a period, which then has an invoice.
     fn period(&mut self, p: Period) -> &mut PeriodBook {
-        let book = self.periods.entry(p).or_default();
-        book.active = true;
-        book
+        self.periods.entry(p).or_default()
     }
 
-    /// Rates one verdict: counts it, and charges it if billable.
+    /// Rates one verdict: counts it, and charges it if billable. A verdict id seen before
+    /// (a conversation decided again after its retention ran out) is charged once only,
+    /// as every consumer of verdicts deduplicates by id.
     pub fn rate(&mut self, plans: &PlanBook, v: &Rated) {
+        if self.verdicts.contains_key(&v.verdict_id) {
+            return;
+        }
         let p = Period::of(v.decided_at);
         let (plan, _) = plans.plan_for(&v.tenant, p);
         let book = self.period(p);
@@ -167,7 +169,7 @@ impl TenantBook {
                 unit_price,
                 decided_at: v.decided_at,
             });
-            charge = Some((p, unit_price));
+            charge = Some(unit_price);
         }
         let known = Known { billable: v.billable, decided_at: v.decided_at, charge, dispute: None };
         self.verdicts.insert(v.verdict_id.clone(), known);
@@ -249,7 +251,7 @@ impl TenantBook {
                     return;
                 };
                 if accept {
-                    let (_, amount) = known.and_then(|k| k.charge).unwrap_or((p, Decimal::ZERO));
+                    let amount = known.and_then(|k| k.charge).unwrap_or(Decimal::ZERO);
                     self.period(p).credits.push(Credit {
                         verdict_id: vid,
                         kind: CreditKind::Dispute,

@@ -278,3 +278,14 @@ fn a_dispute_that_arrives_before_its_verdict_is_decided_waits_for_it() {
     let inv = l.invoices("acme", t("2026-06-12T12:00:00Z"));
     expect(&inv[0], &[("usage", 1, "1.50"), ("dispute_credit", 1, "-1.50")], "0.00");
 }
+
+#[test]
+fn a_verdict_id_decided_again_is_charged_once() {
+    // A conversation decided again after its retention ran out gives the same verdict
+    // id; consumers deduplicate by it, and so does the ledger: one charge.
+    let mut l = ledger("");
+    l.add_verdict(verdict("c", true, "1.50", "2026-06-01T10:00:00Z"));
+    l.add_verdict(verdict("c", true, "1.50", "2026-06-20T10:00:00Z"));
+    let inv = invoices(l, "2026-06-25T00:00:00Z");
+    expect(&inv[0], &[("usage", 1, "1.50")], "1.50");
+}

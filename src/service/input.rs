@@ -25,16 +25,39 @@ pub enum Input {
 
 /// The sources in force, logged when the service starts (before any input) and when
 /// the Fluvio source has learned which partitions it owns. Each source named starts
-/// over as not caught up, so the backlog of a restart is applied in event time;
-/// sources of the scope that are not named (no longer configured or owned) are
-/// forgotten, so they cannot hold the watermark back for ever.
+/// over (as not caught up, unless it holds no backlog of its own), so the backlog of a
+/// restart is applied in event time; sources of the scope that are not named (no longer
+/// configured or owned) are forgotten, so they cannot hold the watermark back for ever.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SourceSet {
     pub now: Nanos,
     /// `None`: every source; `Some(p)`: the sources named `p` or `p/...` (one topic).
     pub scope: Option<String>,
-    /// Each source with how long it must be caught up and quiet to be left out.
-    pub sources: Vec<(String, Nanos)>,
+    pub sources: Vec<SourceStart>,
+    /// The live-time settings of the run (start entries only), so that replaying the log
+    /// after a crash applies the values the run used, whatever the restart's flags say.
+    pub live: Option<LiveSettings>,
+}
+
+/// One source as a [`SourceSet`] starts it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SourceStart {
+    pub name: String,
+    /// How long it must be caught up and quiet to be left out.
+    pub quiet: Nanos,
+    /// Whether it starts caught up: HTTP and stdin hold no backlog of their own (a
+    /// client's retry is what the delivery allowance waits for); files and partitions
+    /// start behind until they have read to their end.
+    pub caught_up: bool,
+}
+
+/// Live-time settings, as logged.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LiveSettings {
+    pub wall_clock: bool,
+    pub idle_timeout: Nanos,
+    pub delivery: Nanos,
+    pub max_future_skew: Option<Nanos>,
 }
 
 impl SourceSet {
@@ -139,7 +162,7 @@ impl Input {
         match self {
             Input::Records(r) => (r.data.len() + r.records.len() * std::mem::size_of::<RecordAt>()) as u64,
             Input::Tick { .. } => 16,
-            Input::Sources(s) => 16 + s.sources.iter().map(|(n, _)| n.len() as u64 + 8).sum::<u64>(),
+            Input::Sources(s) => 64 + s.sources.iter().map(|src| src.name.len() as u64 + 16).sum::<u64>(),
         }
     }
 }
@@ -209,10 +232,13 @@ mod tests {
         assert_eq!(back, input);
         assert_eq!(r.bytes(&r.records[2]), b"xyz");
         assert!(Input::decode(&[0xff, 0xff, 0xff]).is_err());
+        let start = SourceStart { name: "fluvio:t/0".into(), quiet: 3, caught_up: false };
+        let live = LiveSettings { wall_clock: true, idle_timeout: 2, delivery: 120, max_future_skew: None };
         let set = Input::Sources(SourceSet {
             now: 7,
             scope: Some("fluvio:t".into()),
-            sources: vec![("fluvio:t/0".into(), 3)],
+            sources: vec![start],
+            live: Some(live),
         });
         assert_eq!(Input::decode(&set.encode()).unwrap(), set);
     }

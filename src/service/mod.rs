@@ -90,10 +90,10 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let (mut worker, recovered, wal, mut dir) = {
-        let (rhai, rules, shared, out, dead) =
-            (rhai.clone(), rules.clone(), shared.clone(), cfg.output(), cfg.dead_letter());
+        let (rhai, rules, shared, out, dead, live_at_start) =
+            (rhai.clone(), rules.clone(), shared.clone(), cfg.output(), cfg.dead_letter(), live.clone());
         tokio::task::spawn_blocking(move || {
-            Worker::recover(engine_cfg, live, rhai, rules, shared, &mut dir, &out, &dead, &mut wal, policy)
+            Worker::recover(engine_cfg, live_at_start, rhai, rules, shared, &mut dir, &out, &dead, &mut wal, policy)
                 .map(|(w, r)| (w, r, wal, dir))
         })
         .await??
@@ -130,7 +130,7 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         recovered.rejected_checkpoints.len()
     );
     let positions = worker.sources().clone();
-    let sources_at_start = sources_in_force(&cfg, &worker);
+    let sources_at_start = sources_in_force(&cfg, &live, &worker.source_names());
 
     let (log_tx, log_rx) = crossbeam_channel::bounded(LOG_QUEUE);
     let (logged_tx, logged_rx) = crossbeam_channel::bounded(WORKER_QUEUE);
@@ -178,8 +178,8 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     // starts over as not caught up, so the backlog of the downtime is applied in event
     // time; sources no longer configured stop holding the watermark back.
     // Error counters of every source exist from the start, at zero.
-    for (name, _) in &sources_at_start.sources {
-        metrics::counter!(crate::telemetry::SOURCE_ERRORS, "source" => name.clone()).increment(0);
+    for src in &sources_at_start.sources {
+        metrics::counter!(crate::telemetry::SOURCE_ERRORS, "source" => src.name.clone()).increment(0);
     }
     let _ = log_tx.send(sequencer::Append::new(input::Input::Sources(sources_at_start), None, &shared));
     let stop = sources::Stop::default();
@@ -285,25 +285,34 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
 /// if it is on and has delivered before (so a retry of what was posted during the
 /// downtime is not late, while a deployment that never posts is not held back); the
 /// Fluvio topic, as itself until it knows its partitions, and the partitions it owned.
-fn sources_in_force(cfg: &RunConfig, worker: &Worker) -> input::SourceSet {
+/// With them, the live-time settings of the run.
+fn sources_in_force(cfg: &RunConfig, live: &LiveTime, known: &[String]) -> input::SourceSet {
     let now = crate::timestamp::now();
-    let mut sources: Vec<(String, crate::timestamp::Nanos)> = Vec::new();
+    let idle = live.idle_timeout.0;
+    let start = |name: String, quiet, caught_up| input::SourceStart { name, quiet, caught_up };
+    let mut sources = Vec::new();
     for path in cfg.inputs() {
-        let name = if path == "-" { "stdin".to_string() } else { path };
-        sources.push((name.clone(), worker.quiet_time(&name)));
+        // stdin is a new stream on every start: nothing of it is behind.
+        let stdin = path == "-";
+        sources.push(start(if stdin { "stdin".into() } else { path }, idle, stdin));
     }
-    let known = worker.source_names();
     if cfg.http_ingest() && known.iter().any(|n| n == input::HTTP_SOURCE) {
-        sources.push((input::HTTP_SOURCE.to_string(), worker.quiet_time(input::HTTP_SOURCE)));
+        sources.push(start(input::HTTP_SOURCE.into(), live.delivery.0, true));
     }
     if let Some(topic) = &cfg.fluvio_topic {
         let topic = crate::sources::fluvio::topic_source(topic);
-        let scope = input::SourceSet { now, scope: Some(topic.clone()), sources: Vec::new() };
-        for name in known.into_iter().filter(|n| scope.in_scope(n) && *n != topic).chain([topic.clone()]) {
-            sources.push((name.clone(), worker.quiet_time(&name)));
+        let scope = input::SourceSet { now, scope: Some(topic.clone()), sources: Vec::new(), live: None };
+        for name in known.iter().filter(|n| scope.in_scope(n) && **n != topic).chain([&topic]) {
+            sources.push(start(name.clone(), idle, false));
         }
     }
-    input::SourceSet { now, scope: None, sources }
+    let settings = input::LiveSettings {
+        wall_clock: live.wall_clock,
+        idle_timeout: idle,
+        delivery: live.delivery.0,
+        max_future_skew: live.max_future_skew.map(|s| s.0),
+    };
+    input::SourceSet { now, scope: None, sources, live: Some(settings) }
 }
 
 fn fatal_if_err(shared: &Shared, what: &str, r: &anyhow::Result<()>) {

@@ -20,7 +20,7 @@ use ::fluvio::consumer::ConsumerConfigExtBuilder;
 use ::fluvio::Fluvio;
 use crossbeam_channel::Sender;
 
-use super::input::{Input, Records, Resume, SourceSet};
+use super::input::{Input, Records, Resume, SourceSet, SourceStart};
 use super::sequencer::Append;
 use super::shared::Shared;
 use super::sources::Stop;
@@ -54,6 +54,8 @@ struct Sibling {
     /// Its next offset, as of its last logged batch.
     next: Option<i64>,
     probe: ExtentProbe,
+    /// When its leader last said it had nothing more (while `caught_up`).
+    confirmed: Option<tokio::time::Instant>,
 }
 
 type Siblings = Arc<Vec<tokio::sync::Mutex<Sibling>>>;
@@ -100,10 +102,13 @@ pub fn spawn_fluvio(
         // Every owned partition holds the watermark back from now on, before any of them
         // delivers (the first to deliver cannot make another's records late), and the
         // partitions this instance no longer owns stop holding it.
+        let start =
+            |p: u32| SourceStart { name: fluvio::source_name(&input.topic, p), quiet: input.quiet, caught_up: false };
         let set = SourceSet {
             now: now(),
             scope: Some(fluvio::topic_source(&input.topic)),
-            sources: owned.iter().map(|&p| (fluvio::source_name(&input.topic, p), input.quiet)).collect(),
+            sources: owned.iter().map(|&p| start(p)).collect(),
+            live: None,
         };
         if !hand_over(&log, &shared, Input::Sources(set), &stop).await {
             return;
@@ -117,6 +122,7 @@ pub fn spawn_fluvio(
                         caught_up: false,
                         next: checkpointed.get(&p).copied(),
                         probe: ExtentProbe::new(&input.topic, p),
+                        confirmed: None,
                     })
                 })
                 .collect(),
@@ -234,6 +240,7 @@ impl Partition {
                     Ok(None) => break,
                     Ok(Some(c)) => c,
                 };
+                let fetched = tokio::time::Instant::now();
                 let mut records = Records::new(name.clone(), now());
                 let mut failed = None;
                 let mut reread = false;
@@ -266,7 +273,7 @@ impl Partition {
                     records.resume = Some(Resume::Fluvio { offset: next });
                 }
                 if !records.is_empty() {
-                    if !self.recall_siblings(&client).await {
+                    if !self.recall_siblings(&client, fetched).await {
                         return;
                     }
                     let mut me = self.siblings[self.me].lock().await;
@@ -299,6 +306,7 @@ impl Partition {
         match me.probe.ask(client, &self.input.endpoint).await {
             Ok(extent) if cursor.next().is_some_and(|n| n >= extent.end) => {
                 me.caught_up = true;
+                me.confirmed = Some(tokio::time::Instant::now());
                 let mut at_end = Records::new(me.name.clone(), now());
                 at_end.caught_up = true;
                 self.log(at_end).await
@@ -311,16 +319,18 @@ impl Partition {
         }
     }
 
-    /// Before a batch can move the watermark: each sibling that said it is caught up is
-    /// asked again, and one that has records now (or cannot tell) is logged as not
-    /// caught up, so it holds the watermark back until its records come.
-    async fn recall_siblings(&self, client: &Fluvio) -> bool {
+    /// Before a batch fetched at `fetched` can move the watermark: each sibling that said
+    /// it is caught up is asked again, unless its leader said so after the batch was
+    /// fetched (it would have seen records produced before), and one that has records
+    /// now (or cannot tell) is logged as not caught up, so it holds the watermark back
+    /// until its records come.
+    async fn recall_siblings(&self, client: &Fluvio, fetched: tokio::time::Instant) -> bool {
         for (i, cell) in self.siblings.iter().enumerate() {
             if i == self.me {
                 continue;
             }
             let mut s = cell.lock().await;
-            if !s.caught_up {
+            if !s.caught_up || s.confirmed.is_some_and(|at| at >= fetched) {
                 continue;
             }
             let more = match s.probe.ask(client, &self.input.endpoint).await {
@@ -329,11 +339,12 @@ impl Partition {
             };
             if more {
                 s.caught_up = false;
-                if !hand_over(&self.log, &self.shared, Input::Records(Records::new(s.name.clone(), now())), &self.stop)
-                    .await
-                {
+                let back = Input::Records(Records::new(s.name.clone(), now()));
+                if !hand_over(&self.log, &self.shared, back, &self.stop).await {
                     return false;
                 }
+            } else {
+                s.confirmed = Some(tokio::time::Instant::now());
             }
         }
         true

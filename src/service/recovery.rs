@@ -22,18 +22,24 @@ pub enum Problem {
     LogMissing,
     /// A checkpoint was written in another state directory.
     ForeignCheckpoint,
+    /// A checkpoint was written by a newer build.
+    NewerCheckpoint,
+    /// No checkpoint can be used, but the log holds input.
+    NoCheckpoint,
     /// The verdict or dead-letter file is shorter than its checkpoint recorded.
     OutputShort,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 7] = [
+    pub const ALL: [Problem; 9] = [
         Problem::TornTail,
         Problem::CheckpointRejected,
         Problem::LogDamaged,
         Problem::LogShort,
         Problem::LogMissing,
         Problem::ForeignCheckpoint,
+        Problem::NewerCheckpoint,
+        Problem::NoCheckpoint,
         Problem::OutputShort,
     ];
 
@@ -45,6 +51,8 @@ impl Problem {
             Problem::LogShort => "log_short",
             Problem::LogMissing => "log_missing",
             Problem::ForeignCheckpoint => "foreign_checkpoint",
+            Problem::NewerCheckpoint => "newer_checkpoint",
+            Problem::NoCheckpoint => "no_checkpoint",
             Problem::OutputShort => "output_short",
         }
     }

@@ -243,6 +243,9 @@ pub struct Extent {
     pub end: i64,
 }
 
+/// How long an extent may take to come back.
+pub const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Asks a partition's leader for the partition's [`Extent`], over a connection kept
 /// between asks. The client crate asks the same before it streams, but does not tell.
 pub struct ExtentProbe {
@@ -256,10 +259,18 @@ impl ExtentProbe {
         ExtentProbe { topic: topic.to_string(), partition, socket: None }
     }
 
-    /// The extent now. An error (the leader unknown, down, or not ready for the
-    /// partition yet) drops the connection; the next ask connects again.
+    /// The extent now. An error (the leader unknown, down, not ready for the partition
+    /// yet, or no answer within [`ASK_TIMEOUT`]) drops the connection; the next ask
+    /// connects again.
     pub async fn ask(&mut self, client: &Fluvio, endpoint: &str) -> Result<Extent, FluvioSourceError> {
-        let asked = self.ask_once(client).await;
+        let asked = match tokio::time::timeout(ASK_TIMEOUT, self.ask_once(client)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!(
+                "the leader of {}/{} did not answer in {ASK_TIMEOUT:?}",
+                self.topic,
+                self.partition
+            )),
+        };
         if asked.is_err() {
             self.socket = None;
         }

@@ -171,7 +171,16 @@ impl Worker {
                     engine.advance_to(now.saturating_sub(self.live.delivery.0));
                 }
             }
-            Input::Sources(set) => self.pipeline.engine.set_sources(set.now, |n| set.in_scope(n), &set.sources),
+            Input::Sources(set) => {
+                if let Some(l) = set.live {
+                    self.live.wall_clock = l.wall_clock;
+                    self.live.idle_timeout = Span(l.idle_timeout);
+                    self.live.delivery = Span(l.delivery);
+                    self.live.max_future_skew = l.max_future_skew.map(Span);
+                }
+                let starts = set.sources.iter().map(|s| (s.name.as_str(), s.quiet, s.caught_up));
+                self.pipeline.engine.set_sources(set.now, |n| set.in_scope(n), starts);
+            }
         }
         let (out, index, touched) = (&mut self.out, &mut self.index_batch, &mut self.usage_touched);
         self.pipeline.drain(|v| match out.write(v) {

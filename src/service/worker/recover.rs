@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::payload::{self, Payload};
 use super::Worker;
 use crate::aggregates::Aggregates;
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{Engine, EngineConfig};
 use crate::replay::Pipeline;
 use crate::rules::RuleSet;
@@ -63,6 +63,19 @@ impl Worker {
                 Ok(g) => g,
                 Err(r) => {
                     metrics::counter!(telemetry::CHECKPOINTS_REJECTED).increment(1);
+                    if let CheckpointError::Version { found, reads } = &r.cause {
+                        if found > reads.end() {
+                            let what = format!(
+                                "checkpoint {} was written by a newer verdict (format {found}; this build reads up \
+                                 to {}): its state is ahead of any older checkpoint",
+                                r.path.display(),
+                                reads.end()
+                            );
+                            let way_out = "run the newer verdict on this directory; --accept-loss skips the \
+                                           checkpoint, and what the newer build did after the older one is lost";
+                            policy.found(Problem::NewerCheckpoint, &what, way_out)?;
+                        }
+                    }
                     let what = format!("checkpoint {} is unusable and was skipped: {}", r.path.display(), r.cause);
                     policy.found(Problem::CheckpointRejected, &what, "")?;
                     rec.rejected_checkpoints.push(format!("{}: {}", r.path.display(), r.cause));
@@ -123,7 +136,7 @@ impl Worker {
             }
             None => None,
         };
-        let (engine, wal_pos, out_len, dead_len, sources, recovered_sinks, usage, mut verdicts) = match snap {
+        let (engine, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) = match snap {
             Some(Payload { dir_id: _, wal_pos, output_len, dead_len, sources, sinks, usage, verdicts, engine }) => {
                 let engine = Engine::restore(cfg, rhai, rules, engine);
                 (engine, wal_pos, Some(output_len), Some(dead_len), sources, sinks, usage, verdicts)
@@ -134,6 +147,55 @@ impl Worker {
             }
         };
         let checkpoint_name = rec.checkpoint_path.as_ref().map_or_else(String::new, |p| p.display().to_string());
+        let wal_dir = wal.dir().to_path_buf();
+        let mut from = wal_pos;
+        if wal_pos > wal.end() {
+            let what = format!(
+                "the write-ahead log in {} ends at position {}, but checkpoint {checkpoint_name} was written at \
+                 position {wal_pos}: the log is not the one the checkpoint was written with (restored from an \
+                 older copy, or cut)",
+                wal_dir.display(),
+                wal.end()
+            );
+            let way_out = format!(
+                "put back the log that goes with the checkpoint (its segments reach position {wal_pos}); \
+                 --accept-loss continues from the checkpoint, whose state already holds everything up to that \
+                 position, and starts the log there; input logged after it but missing from the log is lost"
+            );
+            policy.found(Problem::LogShort, &what, &way_out)?;
+            wal.skip_to(wal_pos).context("continuing the write-ahead log at the checkpoint's position")?;
+        }
+        let mut reader = match WalReader::open(&wal_dir, from) {
+            Err(WalError::Missing { wanted, first }) => {
+                let what = format!(
+                    "the write-ahead log in {} starts at position {first}, but checkpoint {checkpoint_name} needs it \
+                     from position {wanted}: segments it needs were removed",
+                    wal_dir.display()
+                );
+                let way_out = "put back the removed segments (files named by their start position); \
+                               --accept-loss replays what the log still holds, and the input in the removed \
+                               segments is lost";
+                policy.found(Problem::LogMissing, &what, way_out)?;
+                from = first;
+                WalReader::open(&wal_dir, from)
+            }
+            other => other,
+        }
+        .with_context(|| format!("the write-ahead log in {} cannot be read from position {from}", wal_dir.display()))?;
+        // Nothing in the directory is touched before the log checks below have passed.
+        if chosen.is_none() && wal.end() > 0 {
+            let what = format!(
+                "no usable checkpoint in {}, but the write-ahead log holds {} bytes: replaying it from its start \
+                 would write its verdicts again after those already in the outputs",
+                state_dir.display(),
+                wal.end()
+            );
+            let way_out = "put back a checkpoint of this directory; --accept-loss empties the verdict and \
+                           dead-letter files and writes them anew from the whole log";
+            policy.found(Problem::NoCheckpoint, &what, way_out)?;
+            out_len = Some(0);
+            dead_len = Some(0);
+        }
         let (out, o) =
             AppendFile::open(output, out_len).with_context(|| format!("cannot open {}", output.display()))?;
         let (dead, d) = AppendFile::open(dead_letter, dead_len)
@@ -174,41 +236,6 @@ impl Worker {
         }
         let mut pipeline = Pipeline::new(engine, Vec::new());
         pipeline.summary.usage = usage;
-        let wal_dir = wal.dir().to_path_buf();
-        let mut from = wal_pos;
-        if wal_pos > wal.end() {
-            let what = format!(
-                "the write-ahead log in {} ends at position {}, but checkpoint {checkpoint_name} was written at \
-                 position {wal_pos}: the log is not the one the checkpoint was written with (restored from an \
-                 older copy, or cut)",
-                wal_dir.display(),
-                wal.end()
-            );
-            let way_out = format!(
-                "put back the log that goes with the checkpoint (its segments reach position {wal_pos}); \
-                 --accept-loss continues from the checkpoint, whose state already holds everything up to that \
-                 position, and starts the log there; input logged after it but missing from the log is lost"
-            );
-            policy.found(Problem::LogShort, &what, &way_out)?;
-            wal.skip_to(wal_pos).context("continuing the write-ahead log at the checkpoint's position")?;
-        }
-        let mut reader = match WalReader::open(&wal_dir, from) {
-            Err(WalError::Missing { wanted, first }) => {
-                let what = format!(
-                    "the write-ahead log in {} starts at position {first}, but checkpoint {checkpoint_name} needs it \
-                     from position {wanted}: segments it needs were removed",
-                    wal_dir.display()
-                );
-                let way_out = "put back the removed segments (files named by their start position); \
-                               --accept-loss replays what the log still holds, and the input in the removed \
-                               segments is lost";
-                policy.found(Problem::LogMissing, &what, way_out)?;
-                from = first;
-                WalReader::open(&wal_dir, from)
-            }
-            other => other,
-        }
-        .with_context(|| format!("the write-ahead log in {} cannot be read from position {from}", wal_dir.display()))?;
         let mut w = Worker {
             pipeline,
             out,
