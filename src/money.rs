@@ -59,14 +59,27 @@ pub fn within_limits(d: Decimal) -> Result<(), String> {
 /// exactly that many decimals: 2, but none for the currencies without a minor unit and
 /// 3 for those with thousandths.
 pub fn round_minor(amount: Decimal, currency: &str) -> Decimal {
-    let places = match currency {
-        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" | "PYG" | "RWF" => 0,
-        "BHD" | "JOD" | "KWD" | "OMR" | "TND" | "IQD" | "LYD" => 3,
-        _ => 2,
-    };
+    let places = minor_places(currency);
     let mut d = amount.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
     d.rescale(places);
     d
+}
+
+/// `amount` written with at least the currency's minor unit (`0` as `0.00`), nothing cut.
+pub fn with_minor(mut amount: Decimal, currency: &str) -> Decimal {
+    let places = minor_places(currency);
+    if amount.scale() < places {
+        amount.rescale(places);
+    }
+    amount
+}
+
+fn minor_places(currency: &str) -> u32 {
+    match currency {
+        "JPY" | "KRW" | "VND" | "CLP" | "ISK" | "UGX" | "XAF" | "XOF" | "PYG" | "RWF" => 0,
+        "BHD" | "JOD" | "KWD" | "OMR" | "TND" | "IQD" | "LYD" => 3,
+        _ => 2,
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +95,8 @@ mod tests {
         assert_eq!(round_minor(d("2.5"), "JPY").to_string(), "2");
         assert_eq!(round_minor(d("0.0005"), "KWD").to_string(), "0.000");
         assert_eq!(round_minor(d("7"), "USD").to_string(), "7.00");
+        assert_eq!(with_minor(d("0"), "USD").to_string(), "0.00");
+        assert_eq!(with_minor(d("0.125"), "USD").to_string(), "0.125");
         assert_eq!(MAX_AMOUNT.to_string(), "1000000000000000");
         assert!(within_limits(d("999999999999999.99999999")).is_ok());
         assert!(within_limits(d("1000000000000000.01")).unwrap_err().contains("largest"));

@@ -34,7 +34,7 @@ pub struct Pipeline {
     pub engine: Engine,
     pub summary: Summary,
     /// Rates verdicts and billing events into invoices; without it billing events are
-    /// refused (the service does not bill yet).
+    /// refused (rule fixtures do not bill).
     pub ledger: Option<Ledger>,
 }
 

@@ -218,11 +218,68 @@ fn bad_and_late_billing_events_are_dead_letters() {
 }
 
 #[test]
-fn the_service_refuses_billing_events_until_it_bills() {
-    let svc = Service::start(&["--wall-clock", "false"]);
-    let body = billing("g1", "credit.granted", "-", "2026-06-12T10:00:00Z", r#"{"amount":"5.00"}"#);
+fn the_service_bills_live_and_keeps_its_invoices_across_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--wall-clock",
+        "false",
+        "--reject-future",
+        "false",
+        "--watch-rules",
+        "false",
+        "--checkpoint-interval",
+        "100ms",
+    ];
+    let mut svc = Service::start(&args);
+    std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS).unwrap();
+    assert_eq!(svc.post("/v1/rules/reload", "").0, 200);
+    let input = month(tmp.path());
+    let body = std::fs::read_to_string(&input).unwrap();
     let (status, answer) = svc.post("/v1/events", &body);
-    assert_eq!(status, 400, "{answer}");
-    assert_eq!(answer["rejected"][0]["reason"], "invalid");
-    assert!(answer["rejected"][0]["error"].as_str().unwrap().contains("verdict invoice"), "{answer}");
+    assert_eq!((status, answer["rejected"].clone()), (200, serde_json::json!([])), "{answer}");
+
+    // The same June as `verdict invoice` gives, worked out above.
+    let all = svc.wait_for("/v1/invoices?tenant=acme", |v| v[0]["status"] == "final");
+    assert_eq!(all[0]["total"], "4.75", "{all}");
+    assert_eq!(all[0]["lines"][2]["kind"], "overage");
+    assert_eq!(all[0]["lines"][2]["verdict_count"], 2);
+    let page = svc.get("/v1/invoices/acme/2026-06/lines/2/verdicts?limit=1").1;
+    assert_eq!((page["total"].as_u64(), page["verdicts"].as_array().map(Vec::len)), (Some(2), Some(1)), "{page}");
+    let one = svc.get(&format!("/v1/verdicts/{}", page["verdicts"][0].as_str().unwrap())).1;
+    assert_eq!(one["verdict"]["billable"], true, "each verdict with its events: {one}");
+    let csv = ureq::get(&format!("http://127.0.0.1:{}/v1/invoices/acme/2026-06", svc.port))
+        .set("Accept", "text/csv")
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        csv.contains("INV-acme-2026-06,acme,2026-06,final,USD,hybrid,overage,ai_resolution,0.75,2,1.50,4.75"),
+        "{csv}"
+    );
+    let disputes = svc.get("/v1/disputes?tenant=acme&status=accepted").1;
+    assert_eq!(
+        (disputes[0]["conversation"].as_str(), disputes[0]["credit"].as_str()),
+        (Some("c2"), Some("0.75")),
+        "{disputes}"
+    );
+    assert_eq!(svc.get("/v1/balance?tenant=acme").1["balance"], "0.00");
+    assert_eq!(svc.get("/v1/invoices").0, 400, "the tenant is required");
+
+    // Closed June may not change: moving acme's plan is refused, and nothing changes.
+    std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS.replace("2026-06", "2026-07")).unwrap();
+    let (status, r) = svc.post("/v1/rules/reload", "");
+    assert_eq!(status, 422, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("closed period"), "{r}");
+
+    // A crash after a checkpoint has closed June: the edit still on disk is refused at
+    // the restart too; with the plans put back, the invoices come back the same.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    svc.kill9();
+    let (code, err) = svc.start_fails(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("a closed period, would change"), "{err}");
+    std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS).unwrap();
+    svc.spawn(&[]);
+    assert_eq!(svc.get("/v1/invoices?tenant=acme").1, all);
 }

@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::period::Period;
 use super::plans::Plan;
 use super::rating::{ChargeKind, CreditKind, PeriodBook};
 use crate::money::round_minor;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The period is open: every line as if it closed now.
@@ -22,21 +22,53 @@ pub enum Status {
     Final,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The kinds of invoice lines, in the order they appear (SPEC 8.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    PlatformFee,
+    Included,
+    Usage,
+    Overage,
+    MinimumTrueUp,
+    PriceLock,
+    SlaCredit,
+    DisputeCredit,
+    RetractionCredit,
+    PrepaidCredit,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::PlatformFee => "platform_fee",
+            LineKind::Included => "included",
+            LineKind::Usage => "usage",
+            LineKind::Overage => "overage",
+            LineKind::MinimumTrueUp => "minimum_true_up",
+            LineKind::PriceLock => "price_lock",
+            LineKind::SlaCredit => "sla_credit",
+            LineKind::DisputeCredit => "dispute_credit",
+            LineKind::RetractionCredit => "retraction_credit",
+            LineKind::PrepaidCredit => "prepaid_credit",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
-    pub kind: &'static str,
+    pub kind: LineKind,
     pub outcome: Option<String>,
-    #[serde(with = "opt_decimal")]
     pub unit_price: Option<Decimal>,
     pub count: u64,
-    #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
     /// The verdicts behind the line (charges, or the charges credited).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// An invoice as SPEC 8.4 writes it (JSON: a closed one is kept as its JSON text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invoice {
     pub number: String,
     pub tenant: String,
@@ -45,23 +77,9 @@ pub struct Invoice {
     pub currency: String,
     pub plan: String,
     pub lines: Vec<Line>,
-    #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
     /// The prepaid balance after this invoice (drawn and topped up at the close).
-    #[serde(with = "rust_decimal::serde::str")]
     pub prepaid_balance: Decimal,
-}
-
-mod opt_decimal {
-    use rust_decimal::Decimal;
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(v: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(d) => s.collect_str(d),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 /// What an invoice needs besides the period's book.
@@ -84,7 +102,7 @@ impl Invoice {
         let round = |d: Decimal| round_minor(d, t.currency);
         let mut lines: Vec<Line> = Vec::new();
         let push = |lines: &mut Vec<Line>,
-                    kind: &'static str,
+                    kind: LineKind,
                     outcome: Option<&str>,
                     unit: Option<Decimal>,
                     count: u64,
@@ -103,7 +121,7 @@ impl Invoice {
             }
         };
         if let Some(fee) = t.plan.platform_fee {
-            push(&mut lines, "platform_fee", None, Some(fee), 1, fee, Vec::new());
+            push(&mut lines, LineKind::PlatformFee, None, Some(fee), 1, fee, Vec::new());
         }
         // Charges grouped: included and overage per outcome, usage per outcome and price.
         let mut groups: BTreeMap<(ChargeKind, &str, Decimal), Vec<&str>> = BTreeMap::new();
@@ -113,9 +131,9 @@ impl Invoice {
         for wanted in [ChargeKind::Included, ChargeKind::Usage, ChargeKind::Overage] {
             for ((kind, outcome, unit), ids) in groups.iter().filter(|((k, _, _), _)| *k == wanted) {
                 let name = match kind {
-                    ChargeKind::Included => "included",
-                    ChargeKind::Usage => "usage",
-                    ChargeKind::Overage => "overage",
+                    ChargeKind::Included => LineKind::Included,
+                    ChargeKind::Usage => LineKind::Usage,
+                    ChargeKind::Overage => LineKind::Overage,
                 };
                 let n = ids.len() as u64;
                 let ids = ids.iter().map(|s| s.to_string()).collect();
@@ -126,13 +144,13 @@ impl Invoice {
         let s = sum(&lines);
         let true_up = t.plan.minimum.map_or(Decimal::ZERO, |m| (m - s).max(Decimal::ZERO));
         if t.plan.minimum.is_some() {
-            push(&mut lines, "minimum_true_up", None, None, 0, true_up, Vec::new());
+            push(&mut lines, LineKind::MinimumTrueUp, None, None, 0, true_up, Vec::new());
         }
         if let (Some(cap), Some(from)) = (t.plan.cap, t.assigned_from) {
             let locked = t.plan.cap_periods.is_none_or(|n| t.period.0 < from.0.saturating_add(n));
             if locked {
                 let over = (s + round(true_up) - cap).max(Decimal::ZERO);
-                push(&mut lines, "price_lock", None, None, 0, -over, Vec::new());
+                push(&mut lines, LineKind::PriceLock, None, None, 0, -over, Vec::new());
             }
         }
         for (outcome, sla) in &t.plan.sla {
@@ -141,9 +159,11 @@ impl Invoice {
                 continue;
             }
             let charged: Decimal = book.charges.iter().filter(|c| &c.outcome == outcome).map(|c| c.unit_price).sum();
-            push(&mut lines, "sla_credit", Some(outcome), None, 0, -(sla.credit * charged), Vec::new());
+            push(&mut lines, LineKind::SlaCredit, Some(outcome), None, 0, -(sla.credit * charged), Vec::new());
         }
-        for (kind, name) in [(CreditKind::Dispute, "dispute_credit"), (CreditKind::Retraction, "retraction_credit")] {
+        for (kind, name) in
+            [(CreditKind::Dispute, LineKind::DisputeCredit), (CreditKind::Retraction, LineKind::RetractionCredit)]
+        {
             let credited: Vec<_> = book.credits.iter().filter(|c| c.kind == kind).collect();
             let amount: Decimal = credited.iter().map(|c| c.amount).sum();
             let ids = credited.iter().map(|c| c.verdict_id.clone()).collect();
@@ -153,7 +173,7 @@ impl Invoice {
         let mut balance = t.balance;
         if total_before > Decimal::ZERO {
             let drawn = balance.min(total_before);
-            push(&mut lines, "prepaid_credit", None, None, 0, -drawn, Vec::new());
+            push(&mut lines, LineKind::PrepaidCredit, None, None, 0, -drawn, Vec::new());
             balance -= round(drawn);
         } else {
             // A negative total is owed to the tenant: it goes to the prepaid balance.
@@ -226,7 +246,7 @@ pub fn to_csv(invoices: &[Invoice]) -> String {
                 status.to_string(),
                 field(&i.currency),
                 field(&i.plan),
-                l.kind.to_string(),
+                l.kind.as_str().to_string(),
                 field(l.outcome.as_deref().unwrap_or("")),
                 l.unit_price.map(|d| d.to_string()).unwrap_or_default(),
                 l.count.to_string(),

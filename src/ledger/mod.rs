@@ -27,7 +27,7 @@ use crate::timestamp::Nanos;
 
 /// Something waiting for the watermark, ordered as rating takes it: by time, verdicts
 /// before billing events, then by id (and tenant and conversation, which make it whole).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Pending {
     Verdict(Box<Rated>),
     Billing(Box<BillingEvent>),
@@ -60,11 +60,51 @@ impl Ord for Pending {
 }
 
 /// A tenant's closed periods: their final invoices and the balance after the last.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Closed {
     through: Option<Period>,
     balance: Decimal,
+    /// Kept as their JSON text in checkpoints: they are documents, final once written.
+    #[serde(with = "as_json")]
     invoices: Vec<Invoice>,
+}
+
+mod as_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        let texts: Result<Vec<String>, _> = v.iter().map(serde_json::to_string).collect();
+        texts.map_err(serde::ser::Error::custom)?.serialize(s)
+    }
+
+    pub fn deserialize<'de, T: serde::de::DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts.iter().map(|t| serde_json::from_str(t).map_err(serde::de::Error::custom)).collect()
+    }
+}
+
+/// What a checkpoint holds of the ledger. The plans in force are kept too, so that a
+/// restart on edited plans can be checked against the periods already closed; the
+/// currency comes from the rules.
+#[derive(serde::Serialize)]
+pub struct LedgerRef<'a> {
+    plans: &'a PlanBook,
+    pending: &'a BinaryHeap<Reverse<Pending>>,
+    books: &'a BTreeMap<String, TenantBook>,
+    closed: &'a BTreeMap<String, Closed>,
+    seen: &'a HashSet<(String, String, String)>,
+    closed_through: Option<Period>,
+}
+
+/// A ledger as read back from a checkpoint; [`Ledger::restore`] makes it run.
+#[derive(Default, serde::Deserialize)]
+pub struct LedgerSnapshot {
+    plans: PlanBook,
+    pending: BinaryHeap<Reverse<Pending>>,
+    books: BTreeMap<String, TenantBook>,
+    closed: BTreeMap<String, Closed>,
+    seen: HashSet<(String, String, String)>,
+    closed_through: Option<Period>,
 }
 
 pub struct Ledger {
@@ -101,6 +141,55 @@ impl Ledger {
 
     pub fn plans(&self) -> &PlanBook {
         &self.plans
+    }
+
+    /// New plans (a reload): what is not closed yet is rated and invoiced by them.
+    pub fn set_plans(&mut self, plans: Arc<PlanBook>) {
+        self.plans = plans;
+    }
+
+    /// The last period closed (for every tenant), if any.
+    pub fn closed_through(&self) -> Option<Period> {
+        self.closed_through
+    }
+
+    /// Its state, for a checkpoint.
+    pub fn state(&self) -> LedgerRef<'_> {
+        LedgerRef {
+            plans: &self.plans,
+            pending: &self.pending,
+            books: &self.books,
+            closed: &self.closed,
+            seen: &self.seen,
+            closed_through: self.closed_through,
+        }
+    }
+
+    /// A ledger that continues from `snap` under `plans`, unless they would change a
+    /// period `snap` has closed (then why).
+    pub fn restore(plans: Arc<PlanBook>, currency: &str, snap: LedgerSnapshot) -> Result<Ledger, String> {
+        let LedgerSnapshot { plans: before, pending, books, closed, seen, closed_through } = snap;
+        if let Some(why) = closed_through.and_then(|through| before.changes_closed(&plans, through)) {
+            return Err(why);
+        }
+        Ok(Ledger { plans, currency: currency.to_string(), pending, books, closed, seen, closed_through })
+    }
+
+    /// The prepaid balance of `tenant` now: after the last close, with the grants since.
+    pub fn balance(&self, tenant: &str) -> Decimal {
+        let closed = self.closed.get(tenant);
+        let since: Decimal = self
+            .books
+            .get(tenant)
+            .map(|b| {
+                b.periods
+                    .iter()
+                    .filter(|(p, _)| closed.and_then(|c| c.through).is_none_or(|t| **p > t))
+                    .flat_map(|(_, book)| book.grants.iter().map(|(_, a)| *a))
+                    .sum()
+            })
+            .unwrap_or_default();
+        closed.map_or(Decimal::ZERO, |c| c.balance) + since
     }
 
     /// A verdict decided by the engine.

@@ -72,14 +72,14 @@ struct AssignmentFile {
 
 /// An outcome guarantee: when billable verdicts of the outcome are fewer than
 /// `min_rate` of all its verdicts in a period, `credit` of its charges is given back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Sla {
     pub min_rate: Decimal,
     pub credit: Decimal,
 }
 
 /// One plan; every key is optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Plan {
     pub name: String,
     /// Charged once per period, in full.
@@ -112,21 +112,21 @@ impl Plan {
 }
 
 /// A plan assigned from a period on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Assignment {
     pub plan: String,
     pub from: Period,
 }
 
 /// A tenant's contract: its assignments, by `from`, and its billing-platform id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct TenantPlans {
     pub assignments: Vec<Assignment>,
     pub external_id: Option<String>,
 }
 
 /// Everything `plans.toml` says.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct PlanBook {
     pub plans: BTreeMap<String, Plan>,
     pub tenants: BTreeMap<String, TenantPlans>,
@@ -261,6 +261,31 @@ impl PlanBook {
         t.assignments.iter().find(|a| self.plans.get(&a.plan).is_some_and(Plan::bills_idle_periods)).map(|a| a.from)
     }
 
+    /// Why `new` cannot replace these plans when every period up to `through` is closed:
+    /// some tenant's plan, or its terms, would differ in a closed period. `None` when it can.
+    pub fn changes_closed(&self, new: &PlanBook, through: Period) -> Option<String> {
+        let tenants: std::collections::BTreeSet<&String> = self.tenants.keys().chain(new.tenants.keys()).collect();
+        for tenant in tenants {
+            let first = [self, new]
+                .iter()
+                .filter_map(|b| b.tenants.get(tenant.as_str())?.assignments.first().map(|a| a.from))
+                .min();
+            let Some(mut p) = first else { continue };
+            while p <= through {
+                let (was, now) = (self.plan_for(tenant, p), new.plan_for(tenant, p));
+                if was != now {
+                    return Some(format!(
+                        "{PLANS_FILE}: tenant {tenant}'s plan for {p}, a closed period, would change ({} to {}); \
+                         invoices of closed periods are final: assign a new plan from an open period instead",
+                        was.0.name, now.0.name
+                    ));
+                }
+                p = p.next();
+            }
+        }
+        None
+    }
+
     pub fn external_id(&self, tenant: &str) -> Option<&str> {
         self.tenants.get(tenant)?.external_id.as_deref()
     }
@@ -317,6 +342,19 @@ external_id = "cus_acme"
         assert_eq!(book.first_billed_period("acme"), Some(p("2026-06")));
         assert_eq!(book.external_id("acme"), Some("cus_acme"));
         assert_eq!(book.plans[PAYG].dispute_window, DEFAULT_DISPUTE_WINDOW);
+    }
+
+    #[test]
+    fn an_edit_that_changes_a_closed_period_is_found() {
+        let old = PlanBook::parse(EXAMPLE, &["ai_resolution"]).unwrap();
+        let later = EXAMPLE.replace("from = \"2026-06\"", "from = \"2026-08\"");
+        let moved = PlanBook::parse(&later, &["ai_resolution"]).unwrap();
+        assert_eq!(old.changes_closed(&moved, p("2026-05")), None, "June and July are still open");
+        let e = old.changes_closed(&moved, p("2026-06")).unwrap();
+        assert!(e.contains("tenant acme's plan for 2026-06") && e.contains("growth to payg"), "{e}");
+        let pricier = PlanBook::parse(&EXAMPLE.replace("\"0.75\"", "\"0.80\""), &["ai_resolution"]).unwrap();
+        assert!(old.changes_closed(&pricier, p("2026-06")).is_some(), "its terms changed in a closed period");
+        assert_eq!(old.changes_closed(&pricier, p("2026-05")), None);
     }
 
     #[test]

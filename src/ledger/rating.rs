@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::billing::{Action, BillingEvent};
 use super::period::Period;
@@ -17,7 +17,7 @@ use crate::timestamp::{format_rfc3339, Nanos};
 use crate::verdicts::verdict_id;
 
 /// What a verdict's ledger needs of it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rated {
     pub verdict_id: String,
     pub tenant: String,
@@ -44,7 +44,7 @@ impl From<&crate::verdicts::Verdict> for Rated {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeKind {
     Included,
@@ -53,7 +53,7 @@ pub enum ChargeKind {
 }
 
 /// The one charge of a billable verdict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     pub verdict_id: String,
     pub outcome: String,
@@ -62,7 +62,7 @@ pub struct Charge {
     pub decided_at: Nanos,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CreditKind {
     Dispute,
@@ -70,7 +70,7 @@ pub enum CreditKind {
 }
 
 /// A charge given back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credit {
     pub verdict_id: String,
     pub kind: CreditKind,
@@ -80,7 +80,7 @@ pub struct Credit {
 }
 
 /// What a tenant's period holds: counts per outcome, charges, credits, prepaid grants.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PeriodBook {
     /// Per outcome: (all verdicts, billable verdicts).
     pub counts: BTreeMap<String, (u64, u64)>,
@@ -91,18 +91,21 @@ pub struct PeriodBook {
 }
 
 /// Where a dispute stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DisputeStatus {
     Open,
-    Accepted { credit: String, period: String },
-    Rejected { note: String },
-    Refused { cause: String },
+    /// The verdict's charge was credited.
+    Accepted,
+    Rejected,
+    /// It could not stand; `cause` says why.
+    Refused,
 }
 
 /// A dispute as the ledger keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dispute {
+    /// The `dispute.opened` event (or the accept or reject that was refused).
     pub event_id: String,
     pub tenant: String,
     pub conversation: String,
@@ -110,12 +113,20 @@ pub struct Dispute {
     pub verdict_id: String,
     pub opened_at: String,
     pub reason: String,
-    #[serde(flatten)]
     pub status: DisputeStatus,
+    /// Why it was refused.
+    pub cause: Option<String>,
+    /// The note of the accept or reject that closed it.
+    pub note: Option<String>,
+    /// When it was closed (accepted or rejected).
+    pub closed_at: Option<String>,
+    /// The charge credited, and the period it was credited in.
+    pub credit: Option<Decimal>,
+    pub credit_period: Option<String>,
 }
 
 /// A verdict as a tenant's book remembers it, for disputes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Known {
     billable: bool,
     decided_at: Nanos,
@@ -126,7 +137,7 @@ struct Known {
 }
 
 /// One tenant's rated history.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TenantBook {
     pub periods: BTreeMap<Period, PeriodBook>,
     pub disputes: Vec<Dispute>,
@@ -190,41 +201,45 @@ impl TenantBook {
         };
         let vid = verdict_id(&e.tenant, &e.conversation, outcome);
         let known = self.verdicts.get(&vid).cloned();
-        let refuse = |cause: String| DisputeStatus::Refused { cause };
+        let dispute = |status: DisputeStatus, cause: Option<String>, reason: &str| Dispute {
+            event_id: e.id.clone(),
+            tenant: e.tenant.clone(),
+            conversation: e.conversation.clone(),
+            outcome: outcome.clone(),
+            verdict_id: vid.clone(),
+            opened_at: format_rfc3339(e.ts),
+            reason: reason.to_string(),
+            status,
+            cause,
+            note: None,
+            closed_at: None,
+            credit: None,
+            credit_period: None,
+        };
         match &e.action {
             Action::DisputeOpened { reason, .. } => {
-                let status = match &known {
-                    None => refuse(format!(
+                let cause = match &known {
+                    None => Some(format!(
                         "no {outcome} verdict for conversation {:?} was decided by {}",
                         e.conversation,
                         format_rfc3339(e.ts)
                     )),
-                    Some(k) if !k.billable => {
-                        refuse("the verdict is not billable: there is no charge to dispute".into())
-                    }
-                    Some(Known { dispute: Some(i), .. }) => refuse(format!(
+                    Some(k) if !k.billable => Some("the verdict is not billable: there is no charge to dispute".into()),
+                    Some(Known { dispute: Some(i), .. }) => Some(format!(
                         "already disputed (by event {}, {})",
                         self.disputes[*i].event_id,
-                        status_word(&self.disputes[*i].status)
+                        self.disputes[*i].status.word()
                     )),
-                    Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => refuse(format!(
+                    Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => Some(format!(
                         "outside the dispute window: the verdict was decided at {} and could be disputed until {}",
                         format_rfc3339(k.decided_at),
                         format_rfc3339(plans.dispute_deadline(&e.tenant, k.decided_at))
                     )),
-                    Some(_) => DisputeStatus::Open,
+                    Some(_) => None,
                 };
-                let opened = status == DisputeStatus::Open;
-                self.disputes.push(Dispute {
-                    event_id: e.id.clone(),
-                    tenant: e.tenant.clone(),
-                    conversation: e.conversation.clone(),
-                    outcome: outcome.clone(),
-                    verdict_id: vid.clone(),
-                    opened_at: format_rfc3339(e.ts),
-                    reason: reason.clone(),
-                    status,
-                });
+                let opened = cause.is_none();
+                let status = if opened { DisputeStatus::Open } else { DisputeStatus::Refused };
+                self.disputes.push(dispute(status, cause, reason));
                 if opened {
                     let i = self.disputes.len() - 1;
                     if let Some(k) = self.verdicts.get_mut(&vid) {
@@ -238,30 +253,24 @@ impl TenantBook {
                     known.as_ref().and_then(|k| k.dispute).filter(|&i| self.disputes[i].status == DisputeStatus::Open);
                 let Some(i) = open else {
                     let verb = if accept { "accept" } else { "reject" };
-                    self.disputes.push(Dispute {
-                        event_id: e.id.clone(),
-                        tenant: e.tenant.clone(),
-                        conversation: e.conversation.clone(),
-                        outcome: outcome.clone(),
-                        verdict_id: vid,
-                        opened_at: format_rfc3339(e.ts),
-                        reason: note.clone(),
-                        status: refuse(format!("nothing to {verb}: no open dispute of this verdict")),
-                    });
+                    let cause = format!("nothing to {verb}: no open dispute of this verdict");
+                    self.disputes.push(dispute(DisputeStatus::Refused, Some(cause), note));
                     return;
                 };
+                let d = &mut self.disputes[i];
+                (d.note, d.closed_at) = (Some(note.clone()), Some(format_rfc3339(e.ts)));
                 if accept {
                     let amount = known.and_then(|k| k.charge).unwrap_or(Decimal::ZERO);
+                    (d.status, d.credit, d.credit_period) =
+                        (DisputeStatus::Accepted, Some(amount), Some(p.to_string()));
                     self.period(p).credits.push(Credit {
                         verdict_id: vid,
                         kind: CreditKind::Dispute,
                         amount,
                         at: e.ts,
                     });
-                    self.disputes[i].status =
-                        DisputeStatus::Accepted { credit: amount.to_string(), period: p.to_string() };
                 } else {
-                    self.disputes[i].status = DisputeStatus::Rejected { note: note.clone() };
+                    d.status = DisputeStatus::Rejected;
                 }
             }
             Action::CreditGranted { .. } => {}
@@ -269,11 +278,13 @@ impl TenantBook {
     }
 }
 
-fn status_word(s: &DisputeStatus) -> &'static str {
-    match s {
-        DisputeStatus::Open => "open",
-        DisputeStatus::Accepted { .. } => "accepted",
-        DisputeStatus::Rejected { .. } => "rejected",
-        DisputeStatus::Refused { .. } => "refused",
+impl DisputeStatus {
+    pub fn word(self) -> &'static str {
+        match self {
+            DisputeStatus::Open => "open",
+            DisputeStatus::Accepted => "accepted",
+            DisputeStatus::Rejected => "rejected",
+            DisputeStatus::Refused => "refused",
+        }
     }
 }

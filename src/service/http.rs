@@ -23,8 +23,9 @@ use super::input::{Input, Records, HTTP_SOURCE};
 use super::reload::Reloader;
 use super::sequencer::Append;
 use super::shared::{verdict_key, Shared};
-use super::worker::{Applied, Control};
+use super::worker::{Applied, BillingView, Control};
 use crate::aggregates::Usage;
+use crate::ledger::invoice::Invoice;
 use crate::sources::body;
 use crate::telemetry;
 use crate::timestamp;
@@ -52,6 +53,11 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/verdicts/{id}", get(verdict))
         .route("/v1/rules", get(rules))
         .route("/v1/sources", get(sources))
+        .route("/v1/invoices", get(invoices))
+        .route("/v1/invoices/{tenant}/{period}", get(invoice))
+        .route("/v1/invoices/{tenant}/{period}/lines/{line}/verdicts", get(line_verdicts))
+        .route("/v1/disputes", get(disputes))
+        .route("/v1/balance", get(balance))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -232,6 +238,120 @@ async fn rules(State(api): State<Api>) -> Response {
 
 async fn sources(State(api): State<Api>) -> Response {
     Json((**api.shared.sources.load()).clone()).into_response()
+}
+
+#[derive(Deserialize)]
+struct TenantQuery {
+    tenant: Option<String>,
+    status: Option<String>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// A tenant's billing view from the worker, or the answer to give instead.
+async fn billing(api: &Api, tenant: Option<String>) -> Result<(String, BillingView), Response> {
+    let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
+        return Err(error(StatusCode::BAD_REQUEST, "query parameter `tenant` is required"));
+    };
+    let (reply, view) = oneshot::channel();
+    if api.worker.send(Control::Billing { tenant: tenant.clone(), reply }).is_err() {
+        return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+    }
+    match tokio::time::timeout(Duration::from_secs(10), view).await {
+        Ok(Ok(v)) => Ok((tenant, v)),
+        _ => Err(busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time")),
+    }
+}
+
+/// An invoice as the API shows it: each line's verdicts as a count and a link to their
+/// pages, instead of the whole list.
+fn invoice_json(inv: &Invoice) -> serde_json::Value {
+    let mut v = serde_json::to_value(inv).unwrap_or_default();
+    if let Some(lines) = v["lines"].as_array_mut() {
+        for (i, line) in lines.iter_mut().enumerate() {
+            let n = inv.lines.get(i).map_or(0, |l| l.verdicts.len());
+            if let Some(obj) = line.as_object_mut() {
+                obj.remove("verdicts");
+                if n > 0 {
+                    obj.insert("verdict_count".into(), json!(n));
+                    let url = format!("/v1/invoices/{}/{}/lines/{i}/verdicts", inv.tenant, inv.period);
+                    obj.insert("verdicts".into(), json!(url));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `GET /v1/invoices?tenant=T`: every invoice of the tenant, final and draft.
+async fn invoices(State(api): State<Api>, Query(q): Query<TenantQuery>) -> Response {
+    match billing(&api, q.tenant).await {
+        Ok((_, view)) => Json(view.invoices.iter().map(invoice_json).collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/invoices/{tenant}/{period}`: SPEC 8.4 JSON, or CSV with `Accept: text/csv`.
+async fn invoice(
+    State(api): State<Api>,
+    Path((tenant, period)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, view) = match billing(&api, Some(tenant.clone())).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(inv) = view.invoices.iter().find(|i| i.period == period) else {
+        return error(StatusCode::NOT_FOUND, format!("no invoice of {tenant:?} for {period:?}"));
+    };
+    let csv = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/csv"));
+    if csv {
+        let body = crate::ledger::invoice::to_csv(std::slice::from_ref(inv));
+        return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response();
+    }
+    Json(invoice_json(inv)).into_response()
+}
+
+/// `GET /v1/invoices/{tenant}/{period}/lines/{line}/verdicts?offset=&limit=`: a page of
+/// the verdicts behind a line (each one at `/v1/verdicts/{id}`, with its events).
+async fn line_verdicts(
+    State(api): State<Api>,
+    Path((tenant, period, line)): Path<(String, String, usize)>,
+    Query(q): Query<TenantQuery>,
+) -> Response {
+    let (_, view) = match billing(&api, Some(tenant.clone())).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(l) = view.invoices.iter().find(|i| i.period == period).and_then(|i| i.lines.get(line)) else {
+        return error(StatusCode::NOT_FOUND, format!("no line {line} on the invoice of {tenant:?} for {period:?}"));
+    };
+    let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(100).clamp(1, 1000));
+    let page: Vec<&String> = l.verdicts.iter().skip(offset).take(limit).collect();
+    Json(json!({ "kind": l.kind, "total": l.verdicts.len(), "offset": offset, "limit": limit, "verdicts": page }))
+        .into_response()
+}
+
+/// `GET /v1/disputes?tenant=T[&status=open|accepted|rejected|refused]`.
+async fn disputes(State(api): State<Api>, Query(q): Query<TenantQuery>) -> Response {
+    let status = q.status.clone();
+    match billing(&api, q.tenant).await {
+        Ok((_, view)) => {
+            let all = view.disputes.into_iter().filter(|d| status.as_deref().is_none_or(|s| d.status.word() == s));
+            Json(all.collect::<Vec<_>>()).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// `GET /v1/balance?tenant=T`: the prepaid balance now.
+async fn balance(State(api): State<Api>, Query(q): Query<TenantQuery>) -> Response {
+    match billing(&api, q.tenant).await {
+        Ok((tenant, view)) => {
+            Json(json!({ "tenant": tenant, "currency": view.currency, "balance": view.balance })).into_response()
+        }
+        Err(r) => r,
+    }
 }
 
 async fn reload(State(api): State<Api>) -> Response {

@@ -80,8 +80,20 @@ impl Reloader {
         Reloader { dir, rhai, shared, worker, current: Mutex::new(rules) }
     }
 
-    /// Loads, checks and (if it passes and differs) swaps in the rules directory.
-    pub async fn reload(&self, trigger: &str) -> ReloadResult {
+    /// Loads, checks and (if it passes and differs) swaps in the rules directory. It
+    /// runs to its end even if the caller goes away (a dropped HTTP request), so the
+    /// status always says what the worker runs.
+    pub async fn reload(self: &Arc<Self>, trigger: &str) -> ReloadResult {
+        let (this, why) = (self.clone(), trigger.to_string());
+        tokio::spawn(async move { this.reload_now(&why).await }).await.unwrap_or_else(|e| ReloadResult {
+            at: format_rfc3339(now()),
+            trigger: trigger.into(),
+            result: "rejected",
+            error: Some(format!("the reload task failed: {e}")),
+        })
+    }
+
+    async fn reload_now(&self, trigger: &str) -> ReloadResult {
         let mut current = self.current.lock().await;
         let (rhai, dir) = (self.rhai.clone(), self.dir.clone());
         let candidate = tokio::task::spawn_blocking(move || load_checked(&rhai, &dir))
@@ -89,7 +101,29 @@ impl Reloader {
             .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
         let at = format_rfc3339(now());
         let mut loaded_at = self.shared.rules.load().loaded_at.clone();
-        let mut applied = None;
+        let candidate = match candidate {
+            Ok(rules) if same(&rules, &current) => {
+                metrics::gauge!(telemetry::RULES_OK).set(1.0);
+                let result = ReloadResult { at, trigger: trigger.into(), result: "unchanged", error: None };
+                self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));
+                return result;
+            }
+            // The worker has the last word: plans may not change a closed period. "ok" is
+            // answered once it has the rules, so events taken in after it are classified
+            // by them.
+            Ok(rules) => {
+                let (ack, taken) = oneshot::channel();
+                match self.worker.send(Control::SetRules(rules.clone(), ack)) {
+                    Err(_) => Err("the worker stopped".to_string()),
+                    Ok(()) => match taken.await {
+                        Ok(Ok(())) => Ok(rules),
+                        Ok(Err(why)) => Err(why),
+                        Err(_) => Err("the worker stopped".to_string()),
+                    },
+                }
+            }
+            Err(e) => Err(e),
+        };
         let result = match candidate {
             Err(error) => {
                 tracing::error!("rules reload ({trigger}) rejected; the previous rules keep running:\n{error}");
@@ -97,21 +131,7 @@ impl Reloader {
                 metrics::gauge!(telemetry::RULES_OK).set(0.0);
                 ReloadResult { at, trigger: trigger.into(), result: "rejected", error: Some(error) }
             }
-            Ok(rules) if same(&rules, &current) => {
-                metrics::gauge!(telemetry::RULES_OK).set(1.0);
-                ReloadResult { at, trigger: trigger.into(), result: "unchanged", error: None }
-            }
             Ok(rules) => {
-                let (ack, taken) = oneshot::channel();
-                if self.worker.send(Control::SetRules(rules.clone(), ack)).is_err() {
-                    return ReloadResult {
-                        at,
-                        trigger: trigger.into(),
-                        result: "rejected",
-                        error: Some("the worker stopped".into()),
-                    };
-                }
-                applied = Some(taken);
                 tracing::info!(
                     "rules reloaded ({trigger}): {}",
                     rules.outcomes.iter().map(|o| format!("{} {}", o.name, o.version)).collect::<Vec<_>>().join(", ")
@@ -123,15 +143,7 @@ impl Reloader {
                 ReloadResult { at, trigger: trigger.into(), result: "ok", error: None }
             }
         };
-        // The status is recorded before waiting, so a caller that goes away meanwhile (a
-        // dropped HTTP request) leaves it true to what the worker runs; "ok" is answered
-        // once the worker has the rules, so events taken in after it are classified by them.
         self.shared.rules.store(Arc::new(status_of(&current, Some(result.clone()), loaded_at)));
-        if let Some(taken) = applied {
-            if taken.await.is_err() {
-                return ReloadResult { error: Some("the worker stopped".into()), result: "rejected", ..result };
-            }
-        }
         result
     }
 

@@ -17,6 +17,9 @@ use super::input::{Input, Records, Resume, HTTP_SOURCE};
 use super::shared::{verdict_key, Shared, SourcesStatus};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
+use crate::ledger::invoice::Invoice;
+use crate::ledger::rating::Dispute;
+use crate::ledger::Ledger;
 use crate::replay::{Fed, Pipeline, Position};
 use crate::rules::RuleSet;
 use crate::sinks::append::AppendFile;
@@ -55,14 +58,29 @@ pub struct RecordError {
 
 /// Requests to the worker that do not go through the log.
 pub enum Control {
-    /// New rules; the reply says the worker applies them to everything it takes next.
-    SetRules(Arc<RuleSet>, oneshot::Sender<()>),
+    /// New rules; the reply says the worker applies them to everything it takes next, or
+    /// why it refused them (plans that would change a closed period).
+    SetRules(Arc<RuleSet>, oneshot::Sender<Result<(), String>>),
+    /// A tenant's invoices, disputes and prepaid balance, as of now.
+    Billing {
+        tenant: String,
+        reply: oneshot::Sender<BillingView>,
+    },
     Conversation {
         tenant: String,
         conversation: String,
         reply: oneshot::Sender<Option<ConversationView>>,
     },
     Checkpoint(oneshot::Sender<Result<u64, String>>),
+}
+
+/// What the billing endpoints show of a tenant.
+#[derive(Debug, Default)]
+pub struct BillingView {
+    pub invoices: Vec<Invoice>,
+    pub disputes: Vec<Dispute>,
+    pub balance: rust_decimal::Decimal,
+    pub currency: String,
 }
 
 /// How live time works (see `RunConfig`).
@@ -120,6 +138,36 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// The ledger; the worker's pipeline always has one.
+    fn ledger(&self) -> &Ledger {
+        self.pipeline.ledger.as_ref().expect("the worker's pipeline bills")
+    }
+
+    /// Swaps in new rules, unless their plans would change a closed period.
+    fn set_rules(&mut self, rules: Arc<RuleSet>) -> Result<(), String> {
+        if let Some(ledger) = &mut self.pipeline.ledger {
+            if let Some(through) = ledger.closed_through() {
+                if let Some(why) = ledger.plans().changes_closed(&rules.plans, through) {
+                    return Err(why);
+                }
+            }
+            ledger.set_plans(rules.plans.clone());
+        }
+        self.pipeline.engine.set_rules(rules);
+        Ok(())
+    }
+
+    fn billing_view(&self, tenant: &str) -> BillingView {
+        let ledger = self.ledger();
+        let wm = self.pipeline.engine.watermark().current();
+        BillingView {
+            invoices: ledger.invoices(tenant, wm),
+            disputes: ledger.disputes(tenant).to_vec(),
+            balance: crate::money::with_minor(ledger.balance(tenant), self.pipeline.engine.rules().currency()),
+            currency: self.pipeline.engine.rules().currency().to_string(),
+        }
+    }
+
     /// The sources the watermark knows (from the checkpoint and the log).
     pub fn source_names(&self) -> Vec<String> {
         self.pipeline.engine.watermark().sources().iter().map(|s| s.name.clone()).collect()
@@ -281,6 +329,7 @@ impl Worker {
             usage: &self.pipeline.summary.usage,
             verdicts,
             engine: &self.pipeline.engine,
+            ledger: self.ledger().state(),
         };
         let bytes =
             bincode::serde::encode_to_vec(&payload, bincode::config::standard()).context("encoding the checkpoint")?;
@@ -395,8 +444,10 @@ impl Worker {
                 },
                 recv(control) -> msg => match msg {
                     Ok(Control::SetRules(rules, applied)) => {
-                        self.pipeline.engine.set_rules(rules);
-                        let _ = applied.send(());
+                        let _ = applied.send(self.set_rules(rules));
+                    }
+                    Ok(Control::Billing { tenant, reply }) => {
+                        let _ = reply.send(self.billing_view(&tenant));
                     }
                     Ok(Control::Conversation { tenant, conversation, reply }) => {
                         let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));

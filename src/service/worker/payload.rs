@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregates::Aggregates;
 use crate::engine::snapshot::{EngineSnapshot, EngineSnapshotV2};
 use crate::engine::Engine;
+use crate::ledger::{LedgerRef, LedgerSnapshot};
 use crate::service::input::Resume;
 
 /// Checkpoint payload format; bump on any change to [`CheckpointRef`].
@@ -30,6 +31,7 @@ pub(super) struct CheckpointRef<'a> {
     pub usage: &'a Aggregates,
     pub verdicts: Vec<(u128, u64)>,
     pub engine: &'a Engine,
+    pub ledger: LedgerRef<'a>,
 }
 
 /// A checkpoint as read back, whatever its format.
@@ -45,6 +47,7 @@ pub(super) struct Payload {
     pub usage: Aggregates,
     pub verdicts: Vec<(u128, u64)>,
     pub engine: EngineSnapshot,
+    pub ledger: LedgerSnapshot,
 }
 
 #[derive(Deserialize)]
@@ -87,5 +90,7 @@ pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payl
         usage: v2.usage,
         verdicts: v2.verdicts,
         engine: v2.engine.into(),
+        // Format 2 came before billing in the service.
+        ledger: LedgerSnapshot::default(),
     })
 }

@@ -13,6 +13,7 @@ use super::Worker;
 use crate::aggregates::Aggregates;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{Engine, EngineConfig};
+use crate::ledger::Ledger;
 use crate::replay::Pipeline;
 use crate::rules::RuleSet;
 use crate::service::input::Input;
@@ -136,16 +137,36 @@ impl Worker {
             }
             None => None,
         };
-        let (engine, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) = match snap {
-            Some(Payload { dir_id: _, wal_pos, output_len, dead_len, sources, sinks, usage, verdicts, engine }) => {
-                let engine = Engine::restore(cfg, rhai, rules, engine);
-                (engine, wal_pos, Some(output_len), Some(dead_len), sources, sinks, usage, verdicts)
-            }
-            None => {
-                let engine = Engine::new(cfg, rhai, rules);
-                (engine, 0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
-            }
-        };
+        let (engine, ledger, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) =
+            match snap {
+                Some(Payload {
+                    dir_id: _,
+                    wal_pos,
+                    output_len,
+                    dead_len,
+                    sources,
+                    sinks,
+                    usage,
+                    verdicts,
+                    engine,
+                    ledger,
+                }) => {
+                    let ledger = Ledger::restore(rules.plans.clone(), rules.currency(), ledger).map_err(|why| {
+                        anyhow::anyhow!(
+                            "rules in {} do not load:\n{why}\n(the plans in force when the periods closed are in the \
+                         checkpoint; put back the plans of closed periods and assign changes from an open one)",
+                            rules.dir.display()
+                        )
+                    })?;
+                    let engine = Engine::restore(cfg, rhai, rules, engine);
+                    (engine, ledger, wal_pos, Some(output_len), Some(dead_len), sources, sinks, usage, verdicts)
+                }
+                None => {
+                    let ledger = Ledger::new(rules.plans.clone(), rules.currency());
+                    let engine = Engine::new(cfg, rhai, rules);
+                    (engine, ledger, 0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
+                }
+            };
         let checkpoint_name = rec.checkpoint_path.as_ref().map_or_else(String::new, |p| p.display().to_string());
         let wal_dir = wal.dir().to_path_buf();
         let mut from = wal_pos;
@@ -236,6 +257,7 @@ impl Worker {
         }
         let mut pipeline = Pipeline::new(engine, Vec::new());
         pipeline.summary.usage = usage;
+        pipeline.ledger = Some(ledger);
         let mut w = Worker {
             pipeline,
             out,
