@@ -165,10 +165,10 @@ impl Pipeline {
         for v in self.engine.take_verdicts() {
             self.summary.count_verdict(&v.outcome, &v.reason);
             self.summary.usage.record(&v);
-            if let Some(ledger) = &mut self.ledger {
-                ledger.add_verdict(Rated::from(&v));
-            }
             f(&v);
+            if let Some(ledger) = &mut self.ledger {
+                ledger.add_verdict(Rated::from(v));
+            }
         }
         if let Some(ledger) = &mut self.ledger {
             ledger.advance(self.engine.watermark().current());

@@ -12,6 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{diff, once, replayed_stream, wait_for_verdicts, Service};
+use serde_json::Value;
+use std::process::Command;
 
 fn service_args(input: &Path, checkpoint: &str) -> Vec<String> {
     [
@@ -88,11 +90,15 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 #[test]
 fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
-    // A client posts the stream in order, retrying each body until it gets 200, as a
-    // platform would; the service is killed at random moments in between. A 200 means
-    // durable, so the verdicts must still be exactly those of one replay, each once.
+    // A client posts the stream, billing events among the conversation events, in order,
+    // retrying each body until it gets 200, as a platform would; the service is killed
+    // at random moments in between. A 200 means durable, so the verdicts must still be
+    // exactly those of one replay, each once, and the invoices those of `verdict invoice`.
     let tmp = tempfile::tempdir().unwrap();
-    let (all, _, (want, _)) = replayed_stream(tmp.path(), 1500, 12);
+    let all = with_billing(&common::events(tmp.path(), 1500, 12));
+    let full = tmp.path().join("full.ndjson");
+    std::fs::write(&full, &all).unwrap();
+    let (want, _) = common::expected(tmp.path(), &full);
     assert!(want.len() > 1000, "{} verdicts", want.len());
 
     // Kills come faster than checkpoints, so most runs die before their first one.
@@ -126,8 +132,8 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("kill schedule seed {seed}");
     let mut rng = Lcg(seed);
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(20 + rng.below(200)));
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(20 + rng.below(150)));
         // Port 0 until the new one is known: posts in between are refused and resent,
         // never sent to whatever else takes the old port.
         port.store(0, std::sync::atomic::Ordering::SeqCst);
@@ -138,8 +144,98 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
     let refused = poster.join().unwrap();
     eprintln!("{refused} posts were refused or cut by a kill and resent");
     wait_for_verdicts(&svc, want.len());
-    assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
     diff("verdicts after SIGKILLs during HTTP ingest", &once(&svc.output()), &want);
+
+    // The invoices: every tenant's, as the clean run of `verdict invoice` gives them.
+    let out = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(common::root())
+        .args(["invoice", "--lateness", "5s"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let clean: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants: std::collections::BTreeSet<&str> = clean.iter().map(|i| i["tenant"].as_str().unwrap()).collect();
+    assert!(clean.iter().any(|i| i["lines"].as_array().unwrap().iter().any(|l| l["kind"] == "dispute_credit")));
+    for tenant in tenants {
+        let want: Vec<Value> = clean.iter().filter(|i| i["tenant"] == tenant).map(summary).collect();
+        let got: Vec<Value> =
+            svc.get(&format!("/v1/invoices?tenant={tenant}")).1.as_array().unwrap().iter().map(summary).collect();
+        assert_eq!(got, want, "invoices of {tenant} after 20 SIGKILLs");
+    }
+    assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
+}
+
+/// An invoice without its verdict lists (the API links to them instead).
+fn summary(i: &Value) -> Value {
+    let lines: Vec<Value> = i["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::json!([l["kind"], l["outcome"], l["unit_price"], l["count"], l["amount"]]))
+        .collect();
+    serde_json::json!([i["number"], i["status"], i["plan"], lines, i["total"], i["prepaid_balance"]])
+}
+
+/// The stream with billing events among it: every 10 lines, a dispute of the
+/// conversation that went quiet longest ago (more than 25 hours of event time, so its
+/// verdict is decided), then its accept 25 lines later; a dispute right after an event
+/// of a conversation still open (refused: nothing decided yet); prepaid grants.
+fn with_billing(all: &[u8]) -> Vec<u8> {
+    use std::collections::{BTreeMap, VecDeque};
+    let ts_of = |s: &str| verdict::timestamp::parse_rfc3339(s).unwrap_or(0);
+    let mut out = Vec::new();
+    // Last event time of each conversation, and the conversations in order of it.
+    let mut last: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut disputed: VecDeque<(usize, String, String)> = VecDeque::new();
+    let day_and_more = 25 * 3_600 * 1_000_000_000i64;
+    for (i, line) in all.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        let Ok(v) = serde_json::from_slice::<Value>(line) else { continue };
+        let (Some(tenant), Some(conv), Some(ts)) = (v["tenant"].as_str(), v["conversation"].as_str(), v["ts"].as_str())
+        else {
+            continue;
+        };
+        let now = ts_of(ts);
+        last.insert((tenant.to_string(), conv.to_string()), now);
+        let line = |id: String, kind: &str, tenant: &str, conv: &str, attrs: &str| {
+            format!(
+                r#"{{"id":"{id}","type":"{kind}","tenant":"{tenant}","conversation":"{conv}","ts":"{ts}","attrs":{attrs}}}"#
+            )
+        };
+        let opened = r#"{"outcome":"ai_resolution","reason":"no"}"#;
+        let mut add = Vec::new();
+        if i % 10 == 7 {
+            let quiet =
+                last.iter().filter(|(_, t)| **t + day_and_more < now).min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some((t, c)) = quiet {
+                last.remove(&(t.clone(), c.clone()));
+                add.push(line(format!("d{i}"), "dispute.opened", &t, &c, opened));
+                disputed.push_back((i, t, c));
+            }
+        }
+        if disputed.front().is_some_and(|(at, _, _)| at + 25 <= i) {
+            let (_, t, c) = disputed.pop_front().unwrap();
+            add.push(line(format!("a{i}"), "dispute.accepted", &t, &c, r#"{"outcome":"ai_resolution"}"#));
+        }
+        if i % 40 == 21 {
+            add.push(line(format!("r{i}"), "dispute.opened", tenant, conv, opened));
+        }
+        if i % 97 == 3 {
+            add.push(line(format!("g{i}"), "credit.granted", tenant, "-", r#"{"amount":"3.50"}"#));
+        }
+        for l in add {
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'\n');
+        }
+    }
+    // A second sentinel, 10 s after the first: the service's watermark then passes the
+    // month the first one opened, as the replay's end of input does.
+    let later = r#"{"id":"sentinel-2","type":"message.customer","tenant":"zz-sentinel","conversation":"s","ts":"2030-01-01T00:00:10Z"}"#;
+    out.extend_from_slice(later.as_bytes());
+    out.push(b'\n');
+    out
 }
 
 #[test]

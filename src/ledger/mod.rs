@@ -223,7 +223,7 @@ impl Ledger {
         while self.pending.peek().is_some_and(|Reverse(p)| p.key().0 < limit) {
             let Some(Reverse(p)) = self.pending.pop() else { break };
             match p {
-                Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(&self.plans, &v),
+                Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(&self.plans, *v),
                 Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(&self.plans, &e),
             }
         }

@@ -29,13 +29,14 @@ pub struct Rated {
     pub decided_at: Nanos,
 }
 
-impl From<&crate::verdicts::Verdict> for Rated {
-    fn from(v: &crate::verdicts::Verdict) -> Self {
+impl From<crate::verdicts::Verdict> for Rated {
+    /// Takes what rating needs of a verdict already written (no copy of its strings).
+    fn from(v: crate::verdicts::Verdict) -> Self {
         Rated {
-            verdict_id: v.verdict_id.clone(),
-            tenant: v.tenant.clone(),
-            conversation: v.conversation.clone(),
-            outcome: v.outcome.clone(),
+            verdict_id: v.verdict_id,
+            tenant: v.tenant,
+            conversation: v.conversation,
+            outcome: v.outcome,
             billable: v.billable,
             amount: v.amount,
             cost: v.cost,
@@ -153,14 +154,17 @@ impl TenantBook {
     /// Rates one verdict: counts it, and charges it if billable. A verdict id seen before
     /// (a conversation decided again after its retention ran out) is charged once only,
     /// as every consumer of verdicts deduplicates by id.
-    pub fn rate(&mut self, plans: &PlanBook, v: &Rated) {
+    pub fn rate(&mut self, plans: &PlanBook, v: Rated) {
         if self.verdicts.contains_key(&v.verdict_id) {
             return;
         }
         let p = Period::of(v.decided_at);
         let (plan, _) = plans.plan_for(&v.tenant, p);
         let book = self.period(p);
-        let counts = book.counts.entry(v.outcome.clone()).or_default();
+        if !book.counts.contains_key(&v.outcome) {
+            book.counts.insert(v.outcome.clone(), (0, 0));
+        }
+        let counts = book.counts.get_mut(&v.outcome).expect("inserted above");
         counts.0 += 1;
         let mut charge = None;
         if v.billable {
@@ -173,17 +177,12 @@ impl TenantBook {
             } else {
                 (ChargeKind::Usage, v.amount)
             };
-            book.charges.push(Charge {
-                verdict_id: v.verdict_id.clone(),
-                outcome: v.outcome.clone(),
-                kind,
-                unit_price,
-                decided_at: v.decided_at,
-            });
+            let (verdict_id, outcome, decided_at) = (v.verdict_id.clone(), v.outcome, v.decided_at);
+            book.charges.push(Charge { verdict_id, outcome, kind, unit_price, decided_at });
             charge = Some(unit_price);
         }
         let known = Known { billable: v.billable, decided_at: v.decided_at, charge, dispute: None };
-        self.verdicts.insert(v.verdict_id.clone(), known);
+        self.verdicts.insert(v.verdict_id, known);
     }
 
     /// Applies one billing event.
