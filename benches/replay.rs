@@ -97,7 +97,11 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, invoices: 
     let drain_every =
         std::env::var("VERDICT_BENCH_DRAIN_EVERY").ok().and_then(|s| s.parse().ok()).unwrap_or(DRAIN_EVERY).max(1);
     let engine = Engine::new(EngineConfig::default(), rhai.clone(), rules.clone());
-    let mut p = if invoices { Pipeline::billing(engine, vec![]) } else { Pipeline::new(engine, vec![]) };
+    let mut p = if invoices {
+        Pipeline::billing(engine, vec![]).expect("a ledger in memory")
+    } else {
+        Pipeline::new(engine, vec![])
+    };
     let mut out = Vec::with_capacity(2 * FLUSH_AT);
     let mut written = 0;
     let mut rejected = 0u64;
@@ -119,7 +123,7 @@ fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, invoices: 
     p.finish(&mut write);
     assert_eq!(rejected, 0);
     if let (Some(ledger), Some(end)) = (&p.ledger, p.engine.watermark().max_ts()) {
-        written += black_box(ledger.all_invoices(end)).len();
+        written += black_box(ledger.all_invoices(end).expect("invoices")).len();
     }
     (p.summary.records, written + out.len())
 }

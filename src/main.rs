@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let replayed = replay::run(&opts)?;
             if let Some(path) = invoices {
-                let all = replayed.invoices();
+                let all = replayed.invoices()?;
                 verdict::ledger::invoice::write(&all, verdict::ledger::invoice::Format::Json, Some(&path))?;
             }
             let s = replayed.summary;
@@ -206,7 +206,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let replayed = replay::run(&opts)?;
             let invoices: Vec<_> = replayed
-                .invoices()
+                .invoices()?
                 .into_iter()
                 .filter(|i| tenant.as_ref().is_none_or(|t| &i.tenant == t))
                 .filter(|i| period.is_none_or(|p| i.period == p.to_string()))

@@ -13,6 +13,7 @@ use crate::engine::{Engine, EngineConfig, Ingest};
 use crate::kinds::{self, Kind};
 use crate::ledger::billing::{self, BillingEvent};
 use crate::ledger::rating::Rated;
+use crate::ledger::store::{History, StoreError};
 use crate::ledger::{Ledger, Taken as LedgerTaken};
 use crate::rules::{sandbox, Limits, RuleSet};
 use crate::sinks::NdjsonSink;
@@ -64,11 +65,11 @@ impl Pipeline {
         Pipeline { engine, summary: Summary::new(inputs), ledger: None }
     }
 
-    /// The same, rating into a ledger under the rules' plans.
-    pub fn billing(engine: Engine, inputs: Vec<String>) -> Self {
+    /// The same, rating into a ledger under the rules' plans, with its history in memory.
+    pub fn billing(engine: Engine, inputs: Vec<String>) -> Result<Self, StoreError> {
         let rules = engine.rules().clone();
-        let ledger = Ledger::new(rules.plans.clone(), rules.currency());
-        Pipeline { ledger: Some(ledger), ..Pipeline::new(engine, inputs) }
+        let ledger = Ledger::new(rules.plans.clone(), rules.currency(), History::in_memory()?);
+        Ok(Pipeline { ledger: Some(ledger), ..Pipeline::new(engine, inputs) })
     }
 
     /// Feeds one record. Rejections go to `dead`; what it makes due is applied by the
@@ -222,8 +223,14 @@ pub struct Replayed {
 
 impl Replayed {
     /// Every invoice, all tenants and periods: final ones and the drafts of open periods.
-    pub fn invoices(&self) -> Vec<crate::ledger::invoice::Invoice> {
-        self.watermark.map(|wm| self.ledger.all_invoices(wm)).unwrap_or_default()
+    pub fn invoices(&self) -> anyhow::Result<Vec<crate::ledger::invoice::Invoice>> {
+        if let Some(why) = self.ledger.failed() {
+            anyhow::bail!("the ledger failed: {why}");
+        }
+        Ok(match self.watermark {
+            Some(wm) => self.ledger.all_invoices(wm)?,
+            None => Vec::new(),
+        })
     }
 }
 
@@ -234,7 +241,7 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Replayed> {
         .map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", opts.rules.display()))?;
     let cfg = EngineConfig { lateness: opts.lateness, ..Default::default() };
     let engine = Engine::new(cfg, rhai, Arc::new(rules));
-    let mut pipeline = Pipeline::billing(engine, opts.inputs.clone());
+    let mut pipeline = Pipeline::billing(engine, opts.inputs.clone())?;
 
     let mut out = if opts.write_verdicts {
         NdjsonSink::open(opts.output.as_deref(), false)

@@ -168,7 +168,7 @@ fn invoices(rules: &Path, lines: &[&str]) -> String {
     let rhai = Arc::new(sandbox::build(&Default::default()));
     let rules = Arc::new(RuleSet::load(&rhai, rules).unwrap());
     let cfg = EngineConfig { lateness: Span(LATENESS_MS * NANOS_PER_MILLI), ..Default::default() };
-    let mut p = Pipeline::billing(Engine::new(cfg, rhai, rules), vec![]);
+    let mut p = Pipeline::billing(Engine::new(cfg, rhai, rules), vec![]).unwrap();
     for (i, l) in lines.iter().enumerate() {
         let at = Position { source: "prop", line: i as u64 + 1, offset: 0 };
         p.feed(l.as_bytes(), l.len() as u64, false, None, at, &mut |d| panic!("rejected {}: {}", d.error, l));
@@ -176,7 +176,7 @@ fn invoices(rules: &Path, lines: &[&str]) -> String {
     }
     p.finish(|_| {});
     let end = p.engine.watermark().max_ts().unwrap();
-    serde_json::to_string_pretty(&p.ledger.as_ref().unwrap().all_invoices(end)).unwrap()
+    serde_json::to_string_pretty(&p.ledger.as_ref().unwrap().all_invoices(end).unwrap()).unwrap()
 }
 
 fn rules_with_plans() -> tempfile::TempDir {

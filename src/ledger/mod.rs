@@ -10,6 +10,7 @@ pub mod invoice;
 pub mod period;
 pub mod plans;
 pub mod rating;
+pub mod store;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -22,6 +23,7 @@ use invoice::{Invoice, Status, Terms};
 use period::Period;
 use plans::PlanBook;
 use rating::{Dispute, Rated, TenantBook};
+use store::{ClosedVerdict, History, StoreError};
 
 use crate::timestamp::Nanos;
 
@@ -59,28 +61,12 @@ impl Ord for Pending {
     }
 }
 
-/// A tenant's closed periods: their final invoices and the balance after the last.
+/// How far a tenant's periods are closed (their invoices are in the history), and its
+/// prepaid balance after the last.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Closed {
     through: Option<Period>,
     balance: Decimal,
-    /// Kept as their JSON text in checkpoints: they are documents, final once written.
-    #[serde(with = "as_json")]
-    invoices: Vec<Invoice>,
-}
-
-mod as_json {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<T: Serialize, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
-        let texts: Result<Vec<String>, _> = v.iter().map(serde_json::to_string).collect();
-        texts.map_err(serde::ser::Error::custom)?.serialize(s)
-    }
-
-    pub fn deserialize<'de, T: serde::de::DeserializeOwned, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-        let texts = Vec::<String>::deserialize(d)?;
-        texts.iter().map(|t| serde_json::from_str(t).map_err(serde::de::Error::custom)).collect()
-    }
 }
 
 /// What a checkpoint holds of the ledger. The plans in force are kept too, so that a
@@ -101,7 +87,7 @@ pub struct LedgerRef<'a> {
 pub struct LedgerSnapshot {
     plans: PlanBook,
     pending: BinaryHeap<Reverse<Pending>>,
-    books: BTreeMap<String, TenantBook>,
+    pub(crate) books: BTreeMap<String, TenantBook>,
     closed: BTreeMap<String, Closed>,
     seen: HashSet<(String, String, String)>,
     closed_through: Option<Period>,
@@ -109,6 +95,9 @@ pub struct LedgerSnapshot {
 
 pub struct Ledger {
     plans: Arc<PlanBook>,
+    history: History,
+    /// The first failure of the history; the ledger does nothing more after it.
+    failed: Option<String>,
     currency: String,
     pending: BinaryHeap<Reverse<Pending>>,
     books: BTreeMap<String, TenantBook>,
@@ -127,9 +116,11 @@ pub enum Taken {
 }
 
 impl Ledger {
-    pub fn new(plans: Arc<PlanBook>, currency: &str) -> Ledger {
+    pub fn new(plans: Arc<PlanBook>, currency: &str, history: History) -> Ledger {
         Ledger {
             plans,
+            history,
+            failed: None,
             currency: currency.to_string(),
             pending: BinaryHeap::new(),
             books: BTreeMap::new(),
@@ -166,13 +157,31 @@ impl Ledger {
     }
 
     /// A ledger that continues from `snap` under `plans`, unless they would change a
-    /// period `snap` has closed (then why).
-    pub fn restore(plans: Arc<PlanBook>, currency: &str, snap: LedgerSnapshot) -> Result<Ledger, String> {
+    /// period `snap` has closed (then why). The history forgets the periods closed
+    /// after the snapshot (the replay of the log closes them again).
+    pub fn restore(
+        plans: Arc<PlanBook>,
+        currency: &str,
+        snap: LedgerSnapshot,
+        mut history: History,
+    ) -> Result<Ledger, String> {
         let LedgerSnapshot { plans: before, pending, books, closed, seen, closed_through } = snap;
         if let Some(why) = closed_through.and_then(|through| before.changes_closed(&plans, through)) {
             return Err(why);
         }
-        Ok(Ledger { plans, currency: currency.to_string(), pending, books, closed, seen, closed_through })
+        history.forget_after(closed_through).map_err(|e| e.to_string())?;
+        let currency = currency.to_string();
+        Ok(Ledger { plans, history, failed: None, currency, pending, books, closed, seen, closed_through })
+    }
+
+    /// Why the ledger stopped, if its history failed (the service must stop: its
+    /// recovery starts again from the last checkpoint).
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// The prepaid balance of `tenant` now: after the last close, with the grants since.
@@ -220,12 +229,21 @@ impl Ledger {
     }
 
     fn rate_before(&mut self, limit: Nanos) {
-        while self.pending.peek().is_some_and(|Reverse(p)| p.key().0 < limit) {
+        while self.failed.is_none() && self.pending.peek().is_some_and(|Reverse(p)| p.key().0 < limit) {
             let Some(Reverse(p)) = self.pending.pop() else { break };
-            match p {
-                Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(&self.plans, *v),
-                Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(&self.plans, &e),
-            }
+            let (plans, history) = (&self.plans, &self.history);
+            let done = match p {
+                Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(plans, *v, history),
+                Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(plans, &e, history),
+            };
+            self.fail_on(done);
+        }
+    }
+
+    fn fail_on(&mut self, r: Result<(), StoreError>) {
+        if let Err(e) = r {
+            tracing::error!("the ledger history failed; billing stops: {e}");
+            self.failed.get_or_insert(e.to_string());
         }
     }
 
@@ -249,7 +267,12 @@ impl Ledger {
     }
 
     fn tenants(&self) -> BTreeSet<String> {
-        self.books.keys().chain(self.plans.tenants.keys()).cloned().collect()
+        let mut all: BTreeSet<String> = self.books.keys().chain(self.plans.tenants.keys()).cloned().collect();
+        match self.history.store().tenants() {
+            Ok(closed) => all.extend(closed),
+            Err(e) => tracing::error!("{e}"),
+        }
+        all
     }
 
     /// Closes, in order, each tenant's periods that ended by `wm`.
@@ -272,12 +295,22 @@ impl Ledger {
                 .filter(|p| done.is_none_or(|d| *p > d))
                 .collect();
             for p in periods {
+                if self.failed.is_some() {
+                    return;
+                }
                 let balance = self.closed.get(&tenant).map_or(Decimal::ZERO, |c| c.balance);
                 let inv = self.invoice_with(&tenant, p, balance, Status::Final);
+                let closed = book_of(&mut self.books, &tenant).close(p);
+                let verdicts: Vec<ClosedVerdict<'_>> = closed
+                    .verdicts
+                    .iter()
+                    .map(|(id, billable, at)| ClosedVerdict { verdict_id: id, billable: *billable, decided_at: *at })
+                    .collect();
+                let written = self.history.close(&inv, p, &verdicts, &closed.book.charges, &closed.book.credits);
+                self.fail_on(written);
                 let c = self.closed.entry(tenant.clone()).or_default();
                 c.balance = inv.prepaid_balance;
                 c.through = Some(p);
-                c.invoices.push(inv);
             }
         }
     }
@@ -293,11 +326,11 @@ impl Ledger {
 
     /// Every invoice of `tenant`: the final ones, then the draft of each open period
     /// up to `wm`'s, as if it closed now.
-    pub fn invoices(&self, tenant: &str, wm: Nanos) -> Vec<Invoice> {
+    pub fn invoices(&self, tenant: &str, wm: Nanos) -> Result<Vec<Invoice>, StoreError> {
         let closed = self.closed.get(tenant).cloned().unwrap_or_default();
-        let mut out = closed.invoices;
+        let mut out = self.history.store().invoices(tenant)?;
         if wm == Nanos::MIN {
-            return out;
+            return Ok(out);
         }
         let mut balance = closed.balance;
         for p in
@@ -307,12 +340,52 @@ impl Ledger {
             balance = inv.prepaid_balance;
             out.push(inv);
         }
-        out
+        Ok(out)
     }
 
-    /// Every tenant's invoices, by tenant then period.
-    pub fn all_invoices(&self, wm: Nanos) -> Vec<Invoice> {
-        self.tenants().iter().flat_map(|t| self.invoices(t, wm)).collect()
+    /// Every tenant's invoices, by tenant then period, each line with all its verdicts
+    /// (final invoices keep theirs in the history: they are read back here).
+    pub fn all_invoices(&self, wm: Nanos) -> Result<Vec<Invoice>, StoreError> {
+        let mut all = Vec::new();
+        for t in self.tenants() {
+            for mut inv in self.invoices(&t, wm)? {
+                if inv.status == Status::Final {
+                    let p: Period = inv.period.parse().map_err(|e: period::PeriodError| StoreError::Bad {
+                        path: "invoices".into(),
+                        what: e.to_string(),
+                    })?;
+                    for line in &mut inv.lines {
+                        let (n, ids) = self.history.store().line_verdicts(&t, p, line, 0, usize::MAX >> 1)?;
+                        debug_assert_eq!(n as usize, ids.len());
+                        line.verdicts = ids;
+                    }
+                }
+                all.push(inv);
+            }
+        }
+        Ok(all)
+    }
+
+    /// A page of the verdicts behind line `line` of the invoice of `tenant` for
+    /// `period`, and how many there are; `None` when there is no such line.
+    pub fn line_verdicts(
+        &self,
+        tenant: &str,
+        period: Period,
+        line: usize,
+        offset: usize,
+        limit: usize,
+        wm: Nanos,
+    ) -> Result<Option<(u64, Vec<String>)>, StoreError> {
+        let Some(inv) = self.invoices(tenant, wm)?.into_iter().find(|i| i.period == period.to_string()) else {
+            return Ok(None);
+        };
+        let Some(l) = inv.lines.get(line) else { return Ok(None) };
+        if inv.status == Status::Final {
+            return self.history.store().line_verdicts(tenant, period, l, offset, limit).map(Some);
+        }
+        let page = l.verdicts.iter().skip(offset).take(limit).cloned().collect();
+        Ok(Some((l.verdicts.len() as u64, page)))
     }
 
     /// The disputes of `tenant`, in the order they were taken.

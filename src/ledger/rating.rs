@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::billing::{Action, BillingEvent};
 use super::period::Period;
 use super::plans::PlanBook;
+use super::store::{History, StoreError, StoredVerdict};
 use crate::timestamp::{format_rfc3339, Nanos};
 use crate::verdicts::verdict_id;
 
@@ -126,23 +127,38 @@ pub struct Dispute {
     pub credit_period: Option<String>,
 }
 
-/// A verdict as a tenant's book remembers it, for disputes.
+/// A verdict of an open period as a tenant's book remembers it, for disputes and for
+/// the history when its period closes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Known {
     billable: bool,
     decided_at: Nanos,
     /// What it was charged, if billable.
     charge: Option<Decimal>,
-    /// Index into the disputes, once disputed.
-    dispute: Option<usize>,
 }
 
-/// One tenant's rated history.
+impl From<StoredVerdict> for Known {
+    fn from(v: StoredVerdict) -> Self {
+        Known { billable: v.billable, decided_at: v.decided_at, charge: v.charge }
+    }
+}
+
+/// One tenant's open periods, its disputes and its verdicts of open periods; closed
+/// periods are in the history.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TenantBook {
     pub periods: BTreeMap<Period, PeriodBook>,
     pub disputes: Vec<Dispute>,
     verdicts: HashMap<String, Known>,
+    /// The dispute of each verdict disputed, by verdict id.
+    disputed: HashMap<String, usize>,
+}
+
+/// What a closed period takes out of a tenant's book for the history.
+pub struct ClosedPeriod {
+    pub book: PeriodBook,
+    /// Its verdicts: id, billable, decided_at.
+    pub verdicts: Vec<(String, bool, Nanos)>,
 }
 
 impl TenantBook {
@@ -154,9 +170,9 @@ impl TenantBook {
     /// Rates one verdict: counts it, and charges it if billable. A verdict id seen before
     /// (a conversation decided again after its retention ran out) is charged once only,
     /// as every consumer of verdicts deduplicates by id.
-    pub fn rate(&mut self, plans: &PlanBook, v: Rated) {
-        if self.verdicts.contains_key(&v.verdict_id) {
-            return;
+    pub fn rate(&mut self, plans: &PlanBook, v: Rated, history: &History) -> Result<(), StoreError> {
+        if self.verdicts.contains_key(&v.verdict_id) || history.rated_before(&v.verdict_id)? {
+            return Ok(());
         }
         let p = Period::of(v.decided_at);
         let (plan, _) = plans.plan_for(&v.tenant, p);
@@ -181,25 +197,42 @@ impl TenantBook {
             book.charges.push(Charge { verdict_id, outcome, kind, unit_price, decided_at });
             charge = Some(unit_price);
         }
-        let known = Known { billable: v.billable, decided_at: v.decided_at, charge, dispute: None };
+        let known = Known { billable: v.billable, decided_at: v.decided_at, charge };
         self.verdicts.insert(v.verdict_id, known);
+        Ok(())
+    }
+
+    /// Takes a closed period out of the book (its verdicts too), for the history.
+    pub fn close(&mut self, p: Period) -> ClosedPeriod {
+        let book = self.periods.remove(&p).unwrap_or_default();
+        let ids: Vec<String> =
+            self.verdicts.iter().filter(|(_, k)| Period::of(k.decided_at) == p).map(|(id, _)| id.clone()).collect();
+        let verdicts = ids
+            .into_iter()
+            .filter_map(|id| self.verdicts.remove(&id).map(|k| (id, k.billable, k.decided_at)))
+            .collect();
+        ClosedPeriod { book, verdicts }
     }
 
     /// Applies one billing event.
-    pub fn apply(&mut self, plans: &PlanBook, e: &BillingEvent) {
+    pub fn apply(&mut self, plans: &PlanBook, e: &BillingEvent, history: &History) -> Result<(), StoreError> {
         let p = Period::of(e.ts);
         self.period(p);
         let outcome = match &e.action {
             Action::CreditGranted { amount, .. } => {
                 self.period(p).grants.push((e.ts, *amount));
-                return;
+                return Ok(());
             }
             Action::DisputeOpened { outcome, .. }
             | Action::DisputeAccepted { outcome, .. }
             | Action::DisputeRejected { outcome, .. } => outcome,
         };
         let vid = verdict_id(&e.tenant, &e.conversation, outcome);
-        let known = self.verdicts.get(&vid).cloned();
+        let known = match self.verdicts.get(&vid) {
+            Some(k) => Some(k.clone()),
+            None => history.store().verdict(&vid)?.map(Known::from),
+        };
+        let disputed = self.disputed.get(&vid).copied();
         let dispute = |status: DisputeStatus, cause: Option<String>, reason: &str| Dispute {
             event_id: e.id.clone(),
             tenant: e.tenant.clone(),
@@ -224,11 +257,10 @@ impl TenantBook {
                         format_rfc3339(e.ts)
                     )),
                     Some(k) if !k.billable => Some("the verdict is not billable: there is no charge to dispute".into()),
-                    Some(Known { dispute: Some(i), .. }) => Some(format!(
-                        "already disputed (by event {}, {})",
-                        self.disputes[*i].event_id,
-                        self.disputes[*i].status.word()
-                    )),
+                    Some(_) if disputed.is_some() => disputed.map(|i| {
+                        let d = &self.disputes[i];
+                        format!("already disputed (by event {}, {})", d.event_id, d.status.word())
+                    }),
                     Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => Some(format!(
                         "outside the dispute window: the verdict was decided at {} and could be disputed until {}",
                         format_rfc3339(k.decided_at),
@@ -240,21 +272,17 @@ impl TenantBook {
                 let status = if opened { DisputeStatus::Open } else { DisputeStatus::Refused };
                 self.disputes.push(dispute(status, cause, reason));
                 if opened {
-                    let i = self.disputes.len() - 1;
-                    if let Some(k) = self.verdicts.get_mut(&vid) {
-                        k.dispute = Some(i);
-                    }
+                    self.disputed.insert(vid, self.disputes.len() - 1);
                 }
             }
             Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. } => {
                 let accept = matches!(e.action, Action::DisputeAccepted { .. });
-                let open =
-                    known.as_ref().and_then(|k| k.dispute).filter(|&i| self.disputes[i].status == DisputeStatus::Open);
+                let open = disputed.filter(|&i| self.disputes[i].status == DisputeStatus::Open);
                 let Some(i) = open else {
                     let verb = if accept { "accept" } else { "reject" };
                     let cause = format!("nothing to {verb}: no open dispute of this verdict");
                     self.disputes.push(dispute(DisputeStatus::Refused, Some(cause), note));
-                    return;
+                    return Ok(());
                 };
                 let d = &mut self.disputes[i];
                 (d.note, d.closed_at) = (Some(note.clone()), Some(format_rfc3339(e.ts)));
@@ -274,6 +302,7 @@ impl TenantBook {
             }
             Action::CreditGranted { .. } => {}
         }
+        Ok(())
     }
 }
 

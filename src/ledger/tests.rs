@@ -9,6 +9,7 @@ use super::billing::{Action, BillingEvent};
 use super::invoice::{Invoice, Status};
 use super::plans::PlanBook;
 use super::rating::{DisputeStatus, Rated};
+use super::store::History;
 use super::Ledger;
 use crate::timestamp::{parse_rfc3339, Nanos};
 use crate::verdicts::verdict_id;
@@ -24,7 +25,7 @@ fn d(s: &str) -> Decimal {
 }
 
 fn ledger(plans: &str) -> Ledger {
-    Ledger::new(Arc::new(PlanBook::parse(plans, &[OUTCOME]).unwrap()), "USD")
+    Ledger::new(Arc::new(PlanBook::parse(plans, &[OUTCOME]).unwrap()), "USD", History::in_memory().unwrap())
 }
 
 /// A verdict of tenant `acme`, conversation `conv`, decided at `at`.
@@ -74,7 +75,7 @@ fn expect(i: &Invoice, want: &[(&str, u64, &str)], total: &str) {
 /// The invoices after everything, with the watermark at `end`.
 fn invoices(mut l: Ledger, end: &str) -> Vec<Invoice> {
     l.finish(t(end));
-    l.invoices("acme", t(end))
+    l.invoices("acme", t(end)).unwrap()
 }
 
 #[test]
@@ -209,7 +210,7 @@ fn every_dispute_path() {
     assert!(cause("d4").contains("already disputed"));
     assert!(cause("d9").contains("outside the dispute window"));
     // The accepted dispute credits exactly a's charge, once.
-    let inv = l.invoices("acme", t("2026-06-25T00:00:00Z"));
+    let inv = l.invoices("acme", t("2026-06-25T00:00:00Z")).unwrap();
     expect(
         &inv[0],
         &[("usage", 2, "1.00"), ("usage", 1, "1.50"), ("usage", 1, "3.00"), ("dispute_credit", 1, "-1.50")],
@@ -273,7 +274,7 @@ fn a_dispute_that_arrives_before_its_verdict_is_decided_waits_for_it() {
     l.add_billing(accepted("d2", "c", "2026-06-12T11:00:00Z"));
     l.advance(t("2026-06-12T12:00:00Z"));
     assert_eq!(l.disputes("acme")[0].status, DisputeStatus::Accepted, "{:?}", l.disputes("acme"));
-    let inv = l.invoices("acme", t("2026-06-12T12:00:00Z"));
+    let inv = l.invoices("acme", t("2026-06-12T12:00:00Z")).unwrap();
     expect(&inv[0], &[("usage", 1, "1.50"), ("dispute_credit", 1, "-1.50")], "0.00");
 }
 
@@ -286,4 +287,31 @@ fn a_verdict_id_decided_again_is_charged_once() {
     l.add_verdict(verdict("c", true, "1.50", "2026-06-20T10:00:00Z"));
     let inv = invoices(l, "2026-06-25T00:00:00Z");
     expect(&inv[0], &[("usage", 1, "1.50")], "1.50");
+}
+
+#[test]
+fn closed_periods_live_in_the_history_and_still_answer() {
+    let mut l = ledger("");
+    june(&mut l, "c", 3, "1.50");
+    l.advance(t("2026-07-02T00:00:00Z"));
+    // June is closed: out of memory, in the history.
+    assert!(l.books["acme"].periods.is_empty(), "June's book left memory");
+    assert_eq!(l.history().store().invoices("acme").unwrap().len(), 1);
+    // A dispute of a June verdict, in July: found in the history, credited in July.
+    l.add_billing(opened("d1", "c1", "2026-07-03T00:00:00Z"));
+    l.add_billing(accepted("d2", "c1", "2026-07-04T00:00:00Z"));
+    // The same verdict decided again in July (its conversation started anew): not charged.
+    l.add_verdict(verdict("c2", true, "1.50", "2026-07-05T00:00:00Z"));
+    l.add_verdict(verdict("new", true, "0.50", "2026-07-05T00:00:00Z"));
+    l.advance(t("2026-07-10T00:00:00Z"));
+    let inv = l.invoices("acme", t("2026-07-10T00:00:00Z")).unwrap();
+    expect(&inv[0], &[("usage", 3, "4.50")], "4.50");
+    expect(&inv[1], &[("usage", 1, "0.50"), ("dispute_credit", 1, "-1.50")], "0.00");
+    assert_eq!(inv[1].prepaid_balance.to_string(), "1.00", "the negative total goes to the balance");
+    // The June line's verdicts, paged from the history.
+    let (n, page) =
+        l.line_verdicts("acme", "2026-06".parse().unwrap(), 0, 1, 5, t("2026-07-10T00:00:00Z")).unwrap().unwrap();
+    assert_eq!((n, page.len()), (3, 2));
+    let all = l.all_invoices(t("2026-07-10T00:00:00Z")).unwrap();
+    assert_eq!(all[0].lines[0].verdicts.len(), 3, "the whole list for `verdict invoice`");
 }

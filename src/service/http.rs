@@ -258,25 +258,33 @@ async fn billing(api: &Api, tenant: Option<String>) -> Result<(String, BillingVi
         return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
     match tokio::time::timeout(Duration::from_secs(10), view).await {
-        Ok(Ok(v)) => Ok((tenant, v)),
+        Ok(Ok(Ok(v))) => Ok((tenant, v)),
+        Ok(Ok(Err(e))) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
         _ => Err(busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time")),
     }
 }
 
-/// An invoice as the API shows it: each line's verdicts as a count and a link to their
-/// pages, instead of the whole list.
+/// An invoice as the API shows it: each line that comes from verdicts with their count
+/// and a link to their pages, instead of the whole list.
 fn invoice_json(inv: &Invoice) -> serde_json::Value {
+    use crate::ledger::invoice::LineKind;
     let mut v = serde_json::to_value(inv).unwrap_or_default();
     if let Some(lines) = v["lines"].as_array_mut() {
-        for (i, line) in lines.iter_mut().enumerate() {
-            let n = inv.lines.get(i).map_or(0, |l| l.verdicts.len());
-            if let Some(obj) = line.as_object_mut() {
-                obj.remove("verdicts");
-                if n > 0 {
-                    obj.insert("verdict_count".into(), json!(n));
-                    let url = format!("/v1/invoices/{}/{}/lines/{i}/verdicts", inv.tenant, inv.period);
-                    obj.insert("verdicts".into(), json!(url));
-                }
+        for (i, (line, l)) in lines.iter_mut().zip(&inv.lines).enumerate() {
+            let Some(obj) = line.as_object_mut() else { continue };
+            obj.remove("verdicts");
+            let from_verdicts = matches!(
+                l.kind,
+                LineKind::Included
+                    | LineKind::Usage
+                    | LineKind::Overage
+                    | LineKind::DisputeCredit
+                    | LineKind::RetractionCredit
+            );
+            if from_verdicts && l.count > 0 {
+                obj.insert("verdict_count".into(), json!(l.count));
+                let url = format!("/v1/invoices/{}/{}/lines/{i}/verdicts", inv.tenant, inv.period);
+                obj.insert("verdicts".into(), json!(url));
             }
         }
     }
@@ -319,17 +327,25 @@ async fn line_verdicts(
     Path((tenant, period, line)): Path<(String, String, usize)>,
     Query(q): Query<TenantQuery>,
 ) -> Response {
-    let (_, view) = match billing(&api, Some(tenant.clone())).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(l) = view.invoices.iter().find(|i| i.period == period).and_then(|i| i.lines.get(line)) else {
-        return error(StatusCode::NOT_FOUND, format!("no line {line} on the invoice of {tenant:?} for {period:?}"));
+    let Ok(p) = period.parse::<crate::ledger::period::Period>() else {
+        return error(StatusCode::BAD_REQUEST, format!("`period` must be YYYY-MM, not {period:?}"));
     };
     let (offset, limit) = (q.offset.unwrap_or(0), q.limit.unwrap_or(100).clamp(1, 1000));
-    let page: Vec<&String> = l.verdicts.iter().skip(offset).take(limit).collect();
-    Json(json!({ "kind": l.kind, "total": l.verdicts.len(), "offset": offset, "limit": limit, "verdicts": page }))
-        .into_response()
+    let (reply, page) = oneshot::channel();
+    let ask = Control::LineVerdicts { tenant: tenant.clone(), period: p, line, offset, limit, reply };
+    if api.worker.send(ask).is_err() {
+        return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(10), page).await {
+        Ok(Ok(Ok(Some((total, verdicts))))) => {
+            Json(json!({ "total": total, "offset": offset, "limit": limit, "verdicts": verdicts })).into_response()
+        }
+        Ok(Ok(Ok(None))) => {
+            error(StatusCode::NOT_FOUND, format!("no line {line} on the invoice of {tenant:?} for {period:?}"))
+        }
+        Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+    }
 }
 
 /// `GET /v1/disputes?tenant=T[&status=open|accepted|rejected|refused]`.

@@ -18,6 +18,7 @@ use super::shared::{verdict_key, Shared, SourcesStatus};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
 use crate::ledger::invoice::Invoice;
+use crate::ledger::period::Period;
 use crate::ledger::rating::Dispute;
 use crate::ledger::Ledger;
 use crate::replay::{Fed, Pipeline, Position};
@@ -64,7 +65,16 @@ pub enum Control {
     /// A tenant's invoices, disputes and prepaid balance, as of now.
     Billing {
         tenant: String,
-        reply: oneshot::Sender<BillingView>,
+        reply: oneshot::Sender<Result<BillingView, String>>,
+    },
+    /// A page of the verdicts behind a line of an invoice, and how many there are.
+    LineVerdicts {
+        tenant: String,
+        period: Period,
+        line: usize,
+        offset: usize,
+        limit: usize,
+        reply: oneshot::Sender<Result<Option<VerdictPage>, String>>,
     },
     Conversation {
         tenant: String,
@@ -73,6 +83,9 @@ pub enum Control {
     },
     Checkpoint(oneshot::Sender<Result<u64, String>>),
 }
+
+/// How many verdicts a line has, and a page of their ids.
+pub type VerdictPage = (u64, Vec<String>);
 
 /// What the billing endpoints show of a tenant.
 #[derive(Debug, Default)]
@@ -157,15 +170,15 @@ impl Worker {
         Ok(())
     }
 
-    fn billing_view(&self, tenant: &str) -> BillingView {
+    fn billing_view(&self, tenant: &str) -> Result<BillingView, String> {
         let ledger = self.ledger();
         let wm = self.pipeline.engine.watermark().current();
-        BillingView {
-            invoices: ledger.invoices(tenant, wm),
+        Ok(BillingView {
+            invoices: ledger.invoices(tenant, wm).map_err(|e| e.to_string())?,
             disputes: ledger.disputes(tenant).to_vec(),
             balance: crate::money::with_minor(ledger.balance(tenant), self.pipeline.engine.rules().currency()),
             currency: self.pipeline.engine.rules().currency().to_string(),
-        }
+        })
     }
 
     /// The sources the watermark knows (from the checkpoint and the log).
@@ -271,6 +284,9 @@ impl Worker {
             }
         }
         self.counters.publish();
+        if let Some(why) = self.pipeline.ledger.as_ref().and_then(Ledger::failed) {
+            anyhow::bail!("the ledger history failed: {why}");
+        }
         self.wal_pos = end;
         Ok(())
     }
@@ -448,6 +464,11 @@ impl Worker {
                     }
                     Ok(Control::Billing { tenant, reply }) => {
                         let _ = reply.send(self.billing_view(&tenant));
+                    }
+                    Ok(Control::LineVerdicts { tenant, period, line, offset, limit, reply }) => {
+                        let wm = self.pipeline.engine.watermark().current();
+                        let page = self.ledger().line_verdicts(&tenant, period, line, offset, limit, wm);
+                        let _ = reply.send(page.map_err(|e| e.to_string()));
                     }
                     Ok(Control::Conversation { tenant, conversation, reply }) => {
                         let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));

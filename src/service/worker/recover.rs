@@ -13,6 +13,7 @@ use super::Worker;
 use crate::aggregates::Aggregates;
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{Engine, EngineConfig};
+use crate::ledger::store::{History, Store};
 use crate::ledger::Ledger;
 use crate::replay::Pipeline;
 use crate::rules::RuleSet;
@@ -121,6 +122,14 @@ impl Worker {
                 id
             }
         };
+        // The ledger's closed periods; what a crashed run closed after the checkpoint is
+        // forgotten and closed again by the replay.
+        let history_path = state_dir.join("ledger.sqlite");
+        let history = || {
+            Store::open(&history_path)
+                .and_then(History::new)
+                .with_context(|| format!("cannot open the ledger history {}", history_path.display()))
+        };
         let mut kept = Vec::new();
         let snap = match &chosen {
             Some(good) => {
@@ -151,18 +160,21 @@ impl Worker {
                     engine,
                     ledger,
                 }) => {
-                    let ledger = Ledger::restore(rules.plans.clone(), rules.currency(), ledger).map_err(|why| {
-                        anyhow::anyhow!(
+                    let ledger =
+                        Ledger::restore(rules.plans.clone(), rules.currency(), ledger, history()?).map_err(|why| {
+                            anyhow::anyhow!(
                             "rules in {} do not load:\n{why}\n(the plans in force when the periods closed are in the \
                          checkpoint; put back the plans of closed periods and assign changes from an open one)",
                             rules.dir.display()
                         )
-                    })?;
+                        })?;
                     let engine = Engine::restore(cfg, rhai, rules, engine);
                     (engine, ledger, wal_pos, Some(output_len), Some(dead_len), sources, sinks, usage, verdicts)
                 }
                 None => {
-                    let ledger = Ledger::new(rules.plans.clone(), rules.currency());
+                    let mut fresh = history()?;
+                    fresh.forget_after(None).context("clearing the ledger history")?;
+                    let ledger = Ledger::new(rules.plans.clone(), rules.currency(), fresh);
                     let engine = Engine::new(cfg, rhai, rules);
                     (engine, ledger, 0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
                 }

@@ -1,0 +1,526 @@
+//! The ledger's history: closed periods, kept in an embedded SQLite database so memory
+//! holds only the open periods however long the service runs. A period is written here
+//! whole, in one transaction, when it closes: its final invoice, every verdict rated in
+//! it, its charges and its credits. Lookups by verdict id, by tenant and period, by line
+//! and by day are indexed.
+//!
+//! The checkpoint says how far periods are closed; rows of later periods (written by a
+//! run that crashed before its next checkpoint) are removed at recovery and written
+//! again by the replay, so the history is always the checkpoint's plus what the log
+//! replays. SQLite was chosen over a hand-made index or a key-value store because the
+//! lookups are relational (a line's verdicts are a range of charges by tenant, period,
+//! kind, outcome and price; a statement is a range by day) and SQLite answers them from
+//! indexes, with transactions, from one file, built from source with the crate.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use rust_decimal::Decimal;
+
+use super::invoice::{Invoice, Line, LineKind};
+use super::period::Period;
+use super::rating::{Charge, ChargeKind, Credit, CreditKind};
+use crate::timestamp::Nanos;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the ledger history {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("the ledger history {path} holds a bad row: {what}")]
+    Bad { path: String, what: String },
+}
+
+/// A verdict of a closed period, as disputes need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredVerdict {
+    pub billable: bool,
+    pub decided_at: Nanos,
+    /// What it was charged, if billable.
+    pub charge: Option<Decimal>,
+}
+
+/// A verdict of a period being closed.
+pub struct ClosedVerdict<'a> {
+    pub verdict_id: &'a str,
+    pub billable: bool,
+    pub decided_at: Nanos,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: String,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS invoices (
+    tenant TEXT NOT NULL, period INTEGER NOT NULL, json TEXT NOT NULL,
+    PRIMARY KEY (tenant, period));
+CREATE TABLE IF NOT EXISTS verdicts (
+    verdict_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, period INTEGER NOT NULL,
+    billable INTEGER NOT NULL, decided_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS verdicts_by_period ON verdicts (period);
+CREATE TABLE IF NOT EXISTS charges (
+    tenant TEXT NOT NULL, period INTEGER NOT NULL, verdict_id TEXT NOT NULL, outcome TEXT NOT NULL,
+    kind TEXT NOT NULL, unit_price TEXT NOT NULL, decided_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS charges_by_line ON charges (tenant, period, kind, outcome, unit_price, decided_at, verdict_id);
+CREATE INDEX IF NOT EXISTS charges_by_time ON charges (tenant, decided_at);
+CREATE INDEX IF NOT EXISTS charges_by_verdict ON charges (verdict_id);
+CREATE TABLE IF NOT EXISTS credits (
+    tenant TEXT NOT NULL, period INTEGER NOT NULL, verdict_id TEXT NOT NULL, kind TEXT NOT NULL,
+    amount TEXT NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS credits_by_line ON credits (tenant, period, kind, at, verdict_id);
+";
+
+fn charge_kind(k: ChargeKind) -> &'static str {
+    match k {
+        ChargeKind::Included => "included",
+        ChargeKind::Usage => "usage",
+        ChargeKind::Overage => "overage",
+    }
+}
+
+fn credit_kind(k: CreditKind) -> &'static str {
+    match k {
+        CreditKind::Dispute => "dispute",
+        CreditKind::Retraction => "retraction",
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the history at `path`. Every commit is synced: periods close
+    /// once a month, and a checkpoint must never say a period is closed that the
+    /// history does not hold.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let name = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite { path: name.clone(), source })?;
+        Self::init(conn, name)
+    }
+
+    /// A history that lives as long as the process (`verdict invoice`, tests).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn =
+            Connection::open_in_memory().map_err(|source| StoreError::Sqlite { path: ":memory:".into(), source })?;
+        Self::init(conn, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: String) -> Result<Store, StoreError> {
+        let s = Store { conn, path };
+        s.conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .and_then(|()| s.conn.execute_batch(SCHEMA))
+            .map_err(|e| s.err(e))?;
+        Ok(s)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn bad(&self, what: String) -> StoreError {
+        StoreError::Bad { path: self.path.clone(), what }
+    }
+
+    /// Forgets every period after `through` (all of them for `None`): what a run wrote
+    /// after the checkpoint recovery starts from. Returns the invoices removed.
+    pub fn forget_after(&mut self, through: Option<Period>) -> Result<usize, StoreError> {
+        let after = through.map_or(-1, |p| i64::from(p.0));
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        let mut removed = 0;
+        for table in ["invoices", "verdicts", "charges", "credits"] {
+            let n = tx
+                .execute(&format!("DELETE FROM {table} WHERE period > ?1"), params![after])
+                .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+            if table == "invoices" {
+                removed = n;
+            }
+        }
+        tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        Ok(removed)
+    }
+
+    /// Writes a tenant's closed period, whole.
+    pub fn put_closed(
+        &mut self,
+        invoice: &Invoice,
+        period: Period,
+        verdicts: &[ClosedVerdict<'_>],
+        charges: &[Charge],
+        credits: &[Credit],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite { path: path.clone(), source };
+        let p = i64::from(period.0);
+        let tenant = invoice.tenant.as_str();
+        // Lines lead to their verdicts through the charges and credits below.
+        let mut slim = invoice.clone();
+        for l in &mut slim.lines {
+            l.verdicts.clear();
+        }
+        let json = serde_json::to_string(&slim).map_err(|e| self.bad(e.to_string()))?;
+        let tx = self.conn.transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO invoices (tenant, period, json) VALUES (?1, ?2, ?3)",
+            params![tenant, p, json],
+        )
+        .map_err(sql)?;
+        {
+            let mut v = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO verdicts (verdict_id, tenant, period, billable, decided_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(sql)?;
+            for x in verdicts {
+                v.execute(params![x.verdict_id, tenant, p, x.billable, x.decided_at]).map_err(sql)?;
+            }
+            let mut c = tx
+                .prepare_cached(
+                    "INSERT INTO charges (tenant, period, verdict_id, outcome, kind, unit_price, decided_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql)?;
+            for x in charges {
+                let price = x.unit_price.to_string();
+                c.execute(params![tenant, p, x.verdict_id, x.outcome, charge_kind(x.kind), price, x.decided_at])
+                    .map_err(sql)?;
+            }
+            let mut r = tx
+                .prepare_cached(
+                    "INSERT INTO credits (tenant, period, verdict_id, kind, amount, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql)?;
+            for x in credits {
+                r.execute(params![tenant, p, x.verdict_id, credit_kind(x.kind), x.amount.to_string(), x.at])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// The final invoices of `tenant`, by period.
+    pub fn invoices(&self, tenant: &str) -> Result<Vec<Invoice>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT json FROM invoices WHERE tenant = ?1 ORDER BY period")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for json in rows {
+            let json = json.map_err(|e| self.err(e))?;
+            out.push(serde_json::from_str(&json).map_err(|e| self.bad(format!("an invoice of {tenant}: {e}")))?);
+        }
+        Ok(out)
+    }
+
+    /// Every tenant with a final invoice.
+    pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT tenant FROM invoices ORDER BY tenant")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// A page of the verdicts behind `line` of the final invoice of `tenant` for
+    /// `period`, in decision order, and how many there are.
+    pub fn line_verdicts(
+        &self,
+        tenant: &str,
+        period: Period,
+        line: &Line,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let p = i64::from(period.0);
+        let (count_sql, page_sql, keys): (&str, &str, Vec<String>) = match line.kind {
+            LineKind::Included | LineKind::Usage | LineKind::Overage => {
+                let kind = match line.kind {
+                    LineKind::Included => "included",
+                    LineKind::Usage => "usage",
+                    _ => "overage",
+                };
+                (
+                    "SELECT COUNT(*) FROM charges WHERE tenant = ?1 AND period = ?2 AND kind = ?3 AND outcome = ?4 AND unit_price = ?5",
+                    "SELECT verdict_id FROM charges WHERE tenant = ?1 AND period = ?2 AND kind = ?3 AND outcome = ?4 \
+                     AND unit_price = ?5 ORDER BY decided_at, verdict_id LIMIT ?6 OFFSET ?7",
+                    vec![
+                        kind.to_string(),
+                        line.outcome.clone().unwrap_or_default(),
+                        line.unit_price.map(|d| d.to_string()).unwrap_or_default(),
+                    ],
+                )
+            }
+            LineKind::DisputeCredit | LineKind::RetractionCredit => {
+                let kind = if line.kind == LineKind::DisputeCredit { "dispute" } else { "retraction" };
+                (
+                    "SELECT COUNT(*) FROM credits WHERE tenant = ?1 AND period = ?2 AND kind = ?3",
+                    "SELECT verdict_id FROM credits WHERE tenant = ?1 AND period = ?2 AND kind = ?3 \
+                     ORDER BY at, verdict_id LIMIT ?4 OFFSET ?5",
+                    vec![kind.to_string()],
+                )
+            }
+            _ => return Ok((0, Vec::new())),
+        };
+        let mut args: Vec<rusqlite::types::Value> = vec![tenant.to_string().into(), p.into()];
+        args.extend(keys.into_iter().map(Into::into));
+        let total: i64 = self
+            .conn
+            .prepare_cached(count_sql)
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        args.push((limit as i64).into());
+        args.push((offset as i64).into());
+        let mut stmt = self.conn.prepare_cached(page_sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let page = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        Ok((total as u64, page))
+    }
+
+    /// A verdict of a closed period, by id.
+    pub fn verdict(&self, verdict_id: &str) -> Result<Option<StoredVerdict>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT v.billable, v.decided_at, c.unit_price FROM verdicts v \
+                 LEFT JOIN charges c ON c.verdict_id = v.verdict_id WHERE v.verdict_id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![verdict_id], |r| {
+                    Ok((r.get::<_, bool>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.err(e))?;
+        let Some((billable, decided_at, price)) = row else { return Ok(None) };
+        let charge = match price {
+            Some(p) => {
+                Some(Decimal::from_str_exact(&p).map_err(|e| self.bad(format!("a charge of {verdict_id}: {e}")))?)
+            }
+            None => None,
+        };
+        Ok(Some(StoredVerdict { billable, decided_at, charge }))
+    }
+
+    /// Every verdict id of the history, for the filter that keeps a verdict from being
+    /// charged twice.
+    pub fn verdict_ids(&self, mut each: impl FnMut(&str)) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT verdict_id FROM verdicts").map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: String = r.get(0).map_err(|e| self.err(e))?;
+            each(&id);
+        }
+        Ok(())
+    }
+
+    /// The charges of `tenant` decided in `[from, to)` in closed periods, in order.
+    pub fn charges_between(&self, tenant: &str, from: Nanos, to: Nanos) -> Result<Vec<Charge>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT verdict_id, outcome, kind, unit_price, decided_at FROM charges \
+                 WHERE tenant = ?1 AND decided_at >= ?2 AND decided_at < ?3 ORDER BY decided_at, verdict_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![tenant, from, to], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (verdict_id, outcome, kind, price, decided_at) = row.map_err(|e| self.err(e))?;
+            let kind = match kind.as_str() {
+                "included" => ChargeKind::Included,
+                "usage" => ChargeKind::Usage,
+                "overage" => ChargeKind::Overage,
+                other => return Err(self.bad(format!("a charge of kind {other:?}"))),
+            };
+            let unit_price =
+                Decimal::from_str_exact(&price).map_err(|e| self.bad(format!("a price {price:?}: {e}")))?;
+            out.push(Charge { verdict_id, outcome, kind, unit_price, decided_at });
+        }
+        Ok(out)
+    }
+}
+
+/// Verdict ids the history holds, as a Bloom filter (2^26 bits, four probes: about 1%
+/// false positives at 6.7 million ids, a year of 600,000 verdicts a month): a verdict
+/// decided again (its conversation started anew after its retention) is looked up in
+/// the history only when the filter says it may be there.
+struct Seen {
+    bits: Vec<u64>,
+}
+
+const SEEN_BITS: u32 = 26;
+
+impl Seen {
+    fn new() -> Seen {
+        Seen { bits: vec![0; 1 << (SEEN_BITS - 6)] }
+    }
+
+    fn probes(id: &str) -> [usize; 4] {
+        // Verdict ids are SHA-256 prefixes in hex: their bits are already uniform.
+        let h = u128::from_str_radix(id, 16).unwrap_or_else(|_| {
+            use std::hash::{Hash, Hasher};
+            let mut s = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut s);
+            u128::from(s.finish()) * 0x9e37_79b9_7f4a_7c15
+        });
+        let mask = (1u128 << SEEN_BITS) - 1;
+        std::array::from_fn(|i| ((h >> (i as u32 * SEEN_BITS)) & mask) as usize)
+    }
+
+    fn add(&mut self, id: &str) {
+        for b in Self::probes(id) {
+            self.bits[b >> 6] |= 1 << (b & 63);
+        }
+    }
+
+    fn may_hold(&self, id: &str) -> bool {
+        Self::probes(id).iter().all(|&b| self.bits[b >> 6] & (1 << (b & 63)) != 0)
+    }
+}
+
+/// The history with its filter of verdict ids.
+pub struct History {
+    store: Store,
+    seen: Seen,
+}
+
+impl History {
+    pub fn new(store: Store) -> Result<History, StoreError> {
+        let mut h = History { store, seen: Seen::new() };
+        h.refilter()?;
+        Ok(h)
+    }
+
+    /// A history in memory only (`verdict invoice`, tests).
+    pub fn in_memory() -> Result<History, StoreError> {
+        History::new(Store::in_memory()?)
+    }
+
+    fn refilter(&mut self) -> Result<(), StoreError> {
+        let mut seen = Seen::new();
+        self.store.verdict_ids(|id| seen.add(id))?;
+        self.seen = seen;
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether a verdict with this id was rated in a closed period.
+    pub fn rated_before(&self, verdict_id: &str) -> Result<bool, StoreError> {
+        if !self.seen.may_hold(verdict_id) {
+            return Ok(false);
+        }
+        Ok(self.store.verdict(verdict_id)?.is_some())
+    }
+
+    /// Writes a closed period (see [`Store::put_closed`]).
+    pub fn close(
+        &mut self,
+        invoice: &Invoice,
+        period: Period,
+        verdicts: &[ClosedVerdict<'_>],
+        charges: &[Charge],
+        credits: &[Credit],
+    ) -> Result<(), StoreError> {
+        self.store.put_closed(invoice, period, verdicts, charges, credits)?;
+        for v in verdicts {
+            self.seen.add(v.verdict_id);
+        }
+        Ok(())
+    }
+
+    /// Forgets what was closed after `through` (see [`Store::forget_after`]).
+    pub fn forget_after(&mut self, through: Option<Period>) -> Result<usize, StoreError> {
+        let n = self.store.forget_after(through)?;
+        self.refilter()?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::invoice::Status;
+
+    fn invoice(period: &str) -> Invoice {
+        Invoice {
+            number: format!("INV-acme-{period}"),
+            tenant: "acme".into(),
+            period: period.into(),
+            status: Status::Final,
+            currency: "USD".into(),
+            plan: "payg".into(),
+            lines: vec![Line {
+                kind: LineKind::Usage,
+                outcome: Some("o".into()),
+                unit_price: Some(Decimal::new(150, 2)),
+                count: 1,
+                amount: Decimal::new(150, 2),
+                verdicts: vec![format!("v-{period}")],
+            }],
+            total: Decimal::new(150, 2),
+            prepaid_balance: Decimal::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_period_written_after_the_checkpoint_is_forgotten_and_the_rest_kept() {
+        let mut h = History::in_memory().unwrap();
+        for (p, day) in [("2026-05", 1_000), ("2026-06", 2_000)] {
+            let period: Period = p.parse().unwrap();
+            let id = format!("v-{p}");
+            let charge = Charge {
+                verdict_id: id.clone(),
+                outcome: "o".into(),
+                kind: ChargeKind::Usage,
+                unit_price: Decimal::new(150, 2),
+                decided_at: day,
+            };
+            let v = [ClosedVerdict { verdict_id: &id, billable: true, decided_at: day }];
+            h.close(&invoice(p), period, &v, &[charge], &[]).unwrap();
+        }
+        assert!(h.rated_before("v-2026-06").unwrap());
+        let line = &invoice("2026-05").lines[0];
+        assert_eq!(
+            h.store().line_verdicts("acme", "2026-05".parse().unwrap(), line, 0, 10).unwrap(),
+            (1, vec!["v-2026-05".into()])
+        );
+        assert_eq!(h.store().charges_between("acme", 0, 1_500).unwrap().len(), 1);
+        assert_eq!(h.store().invoices("acme").unwrap()[0].lines[0].verdicts, Vec::<String>::new(), "kept slim");
+        // The checkpoint closed May only: June goes, with its verdicts and charges.
+        assert_eq!(h.forget_after(Some("2026-05".parse().unwrap())).unwrap(), 1);
+        assert_eq!(h.store().invoices("acme").unwrap().len(), 1);
+        assert!(!h.rated_before("v-2026-06").unwrap(), "the filter was rebuilt");
+        assert_eq!(h.store().verdict("v-2026-05").unwrap().unwrap().charge, Some(Decimal::new(150, 2)));
+        assert_eq!(h.forget_after(None).unwrap(), 1);
+        assert!(h.store().tenants().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_filter_finds_what_was_added_and_little_else() {
+        let mut s = Seen::new();
+        let id = |i: u32| crate::verdicts::verdict_id("t", &format!("c{i}"), "o");
+        for i in 0..10_000 {
+            s.add(&id(i));
+        }
+        assert!((0..10_000).all(|i| s.may_hold(&id(i))));
+        let false_positives = (10_000..20_000).filter(|&i| s.may_hold(&id(i))).count();
+        assert!(false_positives < 5, "{false_positives}");
+        s.add("not-hex");
+        assert!(s.may_hold("not-hex"));
+    }
+}
