@@ -134,7 +134,9 @@ fn two_instances_classify_a_topic_through_a_crash() {
     diff("records on the verdict topic", &distinct, &want);
     assert_eq!(verdict_ids(&records), want_ids);
     eprintln!("verdict topic: {} records for {} verdicts", records.len(), want.len());
-    let dl = consume_all(&addr, &dead, 1, |got| got.len() >= dead_lines.len());
+    // Duplicates (at least once) are identical records: wait for every distinct one.
+    let distinct_count = |got: &[String]| got.iter().collect::<BTreeSet<_>>().len();
+    let dl = consume_all(&addr, &dead, 1, |got| distinct_count(got) >= dead_lines.len());
     assert_eq!(reasons(&dl.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>()), want_reasons);
 
     // Usage adds up across instances: per tenant, billable counts sum to the replay's.

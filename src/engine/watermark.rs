@@ -221,6 +221,12 @@ impl Watermark {
         changed && self.merge()
     }
 
+    /// The earliest time a source could become idle (a caught-up source quiet for its
+    /// quiet time), if any: until then the clock has nothing to tell.
+    pub fn next_idle_at(&self) -> Option<Nanos> {
+        self.sources.iter().filter(|s| s.caught_up && !s.idle).map(|s| s.last_arrival.saturating_add(s.quiet)).min()
+    }
+
     /// Whether every source is idle (or there is none yet): only then may the wall
     /// clock move the watermark.
     pub fn all_idle(&self) -> bool {

@@ -109,6 +109,9 @@ pub struct Shared {
     pub removable_wal: AtomicU64,
     /// Unix nanos of the last good checkpoint.
     pub last_checkpoint: AtomicI64,
+    /// The wall clock needs to be logged from this time on (a source may go idle then,
+    /// or the wall clock moves the watermark); before it, a tick would change nothing.
+    pub tick_from: AtomicI64,
     /// Signalled when the log or the worker fails: the service must stop.
     pub fatal: tokio::sync::Notify,
 }
@@ -126,6 +129,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             removable_wal: AtomicU64::new(0),
             last_checkpoint: AtomicI64::new(0),
+            tick_from: AtomicI64::new(0),
             fatal: tokio::sync::Notify::new(),
         }
     }

@@ -129,15 +129,20 @@ pub fn spawn_stdin(log: Sender<Append>, shared: Arc<Shared>, stop: Stop) -> std:
     })
 }
 
-/// Reads the wall clock into the log every `every`.
+/// Reads the wall clock into the log every `every`, when it can change something.
 pub fn spawn_clock(every: Span, log: Sender<Append>, shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every.as_std().max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
+            let at = now();
+            // Only what can change something is logged (each entry waits for an fsync).
+            if at < shared.tick_from.load(Ordering::Acquire) {
+                continue;
+            }
             // Never block the runtime; a tick dropped while the log is full is harmless.
-            if let Err(e) = log.try_send(Append::new(Input::Tick { now: now() }, None, &shared)) {
+            if let Err(e) = log.try_send(Append::new(Input::Tick { now: at }, None, &shared)) {
                 e.into_inner().withdraw(&shared);
             }
         }

@@ -284,6 +284,9 @@ impl Worker {
             }
         }
         self.counters.publish();
+        let wm = self.pipeline.engine.watermark();
+        let tick_from = if self.live.wall_clock && wm.all_idle() { 0 } else { wm.next_idle_at().unwrap_or(Nanos::MAX) };
+        self.shared.tick_from.store(tick_from, Ordering::Release);
         if let Some(why) = self.pipeline.ledger.as_ref().and_then(Ledger::failed) {
             anyhow::bail!("the ledger history failed: {why}");
         }
