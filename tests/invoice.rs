@@ -265,6 +265,13 @@ fn the_service_bills_live_and_keeps_its_invoices_across_a_crash() {
     );
     assert_eq!(svc.get("/v1/balance?tenant=acme").1["balance"], "0.00");
     assert_eq!(svc.get("/v1/invoices").0, 400, "the tenant is required");
+    let statements = june_statements(&svc);
+    let usage = svc.get("/v1/usage?tenant=acme&period=2026-06").1;
+    let charged: Vec<_> =
+        ["charges", "charged", "credits", "credited", "amount"].iter().map(|k| usage[k].clone()).collect();
+    // Listed at 0.50 + 0.50 + 1.50 by tier; charged 0 + 0.75 + 0.75 under the plan.
+    assert_eq!(charged, serde_json::json!([3, "1.50", 1, "0.75", "2.50"]).as_array().unwrap().clone(), "{usage}");
+    assert_eq!(svc.get("/v1/statements/acme/2026-06-31").0, 400, "no such day");
 
     // Closed June may not change: moving acme's plan is refused, and nothing changes.
     std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS.replace("2026-06", "2026-07")).unwrap();
@@ -282,4 +289,32 @@ fn the_service_bills_live_and_keeps_its_invoices_across_a_crash() {
     std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS).unwrap();
     svc.spawn(&[]);
     assert_eq!(svc.get("/v1/invoices?tenant=acme").1, all);
+    assert_eq!(june_statements(&svc), statements);
+    assert_eq!(svc.get("/v1/usage?tenant=acme&period=2026-06").1, usage);
+}
+
+/// Every June statement of acme, checked against the invoice: each charge and credit
+/// of the month on the day of its verdict or accept.
+fn june_statements(svc: &Service) -> Vec<Value> {
+    let days: Vec<Value> = (1..=30).map(|d| svc.get(&format!("/v1/statements/acme/2026-06-{d:02}")).1).collect();
+    let charges: Vec<(String, String, String)> = days
+        .iter()
+        .flat_map(|s| s["charges"].as_array().unwrap().iter())
+        .map(|c| {
+            (
+                c["verdict_id"].as_str().unwrap().into(),
+                c["kind"].as_str().unwrap().into(),
+                c["price"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let want = [("c1", "included", "0"), ("c2", "overage", "0.75"), ("c3", "overage", "0.75")];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(c, k, p)| (verdict_id("acme", c), k.to_string(), p.to_string())).collect();
+    assert_eq!(charges, want, "{days:?}");
+    let credits: Vec<&Value> = days.iter().filter(|s| s["credits"].as_array().is_some_and(|c| !c.is_empty())).collect();
+    assert_eq!(credits.len(), 1);
+    assert_eq!((credits[0]["day"].as_str(), credits[0]["total"].as_str()), (Some("2026-06-15"), Some("-0.75")));
+    assert!(days.iter().all(|d| d["complete"] == true && d["currency"] == "USD"));
+    days
 }

@@ -10,7 +10,9 @@ pub mod invoice;
 pub mod period;
 pub mod plans;
 pub mod rating;
+pub mod statement;
 pub mod store;
+pub mod totals;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
@@ -24,6 +26,7 @@ use period::Period;
 use plans::PlanBook;
 use rating::{Dispute, Rated, TenantBook};
 use store::{ClosedVerdict, History, StoreError};
+use totals::{Charged, Totals};
 
 use crate::timestamp::Nanos;
 
@@ -106,6 +109,7 @@ pub struct Ledger {
     seen: HashSet<(String, String, String)>,
     /// The last period closed for every tenant.
     closed_through: Option<Period>,
+    totals: Totals,
 }
 
 /// What [`Ledger::add_billing`] did with an event.
@@ -127,6 +131,7 @@ impl Ledger {
             closed: BTreeMap::new(),
             seen: HashSet::new(),
             closed_through: None,
+            totals: Totals::default(),
         }
     }
 
@@ -171,7 +176,9 @@ impl Ledger {
         }
         history.forget_after(closed_through).map_err(|e| e.to_string())?;
         let currency = currency.to_string();
-        Ok(Ledger { plans, history, failed: None, currency, pending, books, closed, seen, closed_through })
+        let mut totals = Totals::default();
+        totals.touch_all(books.keys());
+        Ok(Ledger { plans, history, failed: None, currency, pending, books, closed, seen, closed_through, totals })
     }
 
     /// Why the ledger stopped, if its history failed (the service must stop: its
@@ -232,6 +239,7 @@ impl Ledger {
         while self.failed.is_none() && self.pending.peek().is_some_and(|Reverse(p)| p.key().0 < limit) {
             let Some(Reverse(p)) = self.pending.pop() else { break };
             let (plans, history) = (&self.plans, &self.history);
+            self.totals.touch(p.key().3);
             let done = match p {
                 Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(plans, *v, history),
                 Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(plans, &e, history),
@@ -306,7 +314,9 @@ impl Ledger {
                     .iter()
                     .map(|(id, billable, at)| ClosedVerdict { verdict_id: id, billable: *billable, decided_at: *at })
                     .collect();
-                let written = self.history.close(&inv, p, &verdicts, &closed.book.charges, &closed.book.credits);
+                let totals = self.totals.close(&tenant, p, &closed.book);
+                let book = &closed.book;
+                let written = self.history.close(&inv, p, &verdicts, &book.charges, &book.credits, &totals);
                 self.fail_on(written);
                 let c = self.closed.entry(tenant.clone()).or_default();
                 c.balance = inv.prepaid_balance;
@@ -386,6 +396,13 @@ impl Ledger {
         }
         let page = l.verdicts.iter().skip(offset).take(limit).cloned().collect();
         Ok(Some((l.verdicts.len() as u64, page)))
+    }
+
+    /// What each tenant was charged per period, for the periods rated or closed since
+    /// the last call (all open ones after a restore).
+    pub fn take_charged(&mut self) -> Vec<(String, Period, Charged)> {
+        let books = &self.books;
+        self.totals.take(|t| books.get(t).map(|b| &b.periods))
     }
 
     /// The disputes of `tenant`, in the order they were taken.

@@ -20,6 +20,7 @@ use rust_decimal::Decimal;
 use super::invoice::{Invoice, Line, LineKind};
 use super::period::Period;
 use super::rating::{Charge, ChargeKind, Credit, CreditKind};
+use super::totals::Charged;
 use crate::timestamp::Nanos;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,10 @@ CREATE TABLE IF NOT EXISTS credits (
     tenant TEXT NOT NULL, period INTEGER NOT NULL, verdict_id TEXT NOT NULL, kind TEXT NOT NULL,
     amount TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS credits_by_line ON credits (tenant, period, kind, at, verdict_id);
+CREATE INDEX IF NOT EXISTS credits_by_time ON credits (tenant, at);
+CREATE TABLE IF NOT EXISTS period_totals (
+    tenant TEXT NOT NULL, period INTEGER NOT NULL, charges INTEGER NOT NULL, charged TEXT NOT NULL,
+    credits INTEGER NOT NULL, credited TEXT NOT NULL, PRIMARY KEY (tenant, period));
 ";
 
 fn charge_kind(k: ChargeKind) -> &'static str {
@@ -126,7 +131,7 @@ impl Store {
         let after = through.map_or(-1, |p| i64::from(p.0));
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         let mut removed = 0;
-        for table in ["invoices", "verdicts", "charges", "credits"] {
+        for table in ["invoices", "verdicts", "charges", "credits", "period_totals"] {
             let n = tx
                 .execute(&format!("DELETE FROM {table} WHERE period > ?1"), params![after])
                 .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
@@ -146,6 +151,7 @@ impl Store {
         verdicts: &[ClosedVerdict<'_>],
         charges: &[Charge],
         credits: &[Credit],
+        totals: &Charged,
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite { path: path.clone(), source };
@@ -161,6 +167,19 @@ impl Store {
         tx.execute(
             "INSERT OR REPLACE INTO invoices (tenant, period, json) VALUES (?1, ?2, ?3)",
             params![tenant, p, json],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO period_totals (tenant, period, charges, charged, credits, credited) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                tenant,
+                p,
+                totals.charges as i64,
+                totals.charged.to_string(),
+                totals.credits as i64,
+                totals.credited.to_string()
+            ],
         )
         .map_err(sql)?;
         {
@@ -198,27 +217,16 @@ impl Store {
 
     /// The final invoices of `tenant`, by period.
     pub fn invoices(&self, tenant: &str) -> Result<Vec<Invoice>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT json FROM invoices WHERE tenant = ?1 ORDER BY period")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map(params![tenant], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for json in rows {
-            let json = json.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_str(&json).map_err(|e| self.bad(format!("an invoice of {tenant}: {e}")))?);
-        }
-        Ok(out)
+        let sql = "SELECT json FROM invoices WHERE tenant = ?1 ORDER BY period";
+        let rows = self.rows(sql, params![tenant], |r| r.get::<_, String>(0))?;
+        let parse =
+            |json: &String| serde_json::from_str(json).map_err(|e| self.bad(format!("an invoice of {tenant}: {e}")));
+        rows.iter().map(parse).collect()
     }
 
     /// Every tenant with a final invoice.
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT DISTINCT tenant FROM invoices ORDER BY tenant")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        self.rows("SELECT DISTINCT tenant FROM invoices ORDER BY tenant", [], |r| r.get(0))
     }
 
     /// A page of the verdicts behind `line` of the final invoice of `tenant` for
@@ -317,38 +325,80 @@ impl Store {
 
     /// The charges of `tenant` decided in `[from, to)` in closed periods, in order.
     pub fn charges_between(&self, tenant: &str, from: Nanos, to: Nanos) -> Result<Vec<Charge>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT verdict_id, outcome, kind, unit_price, decided_at FROM charges \
-                 WHERE tenant = ?1 AND decided_at >= ?2 AND decided_at < ?3 ORDER BY decided_at, verdict_id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![tenant, from, to], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (verdict_id, outcome, kind, price, decided_at) = row.map_err(|e| self.err(e))?;
+        let sql = "SELECT verdict_id, outcome, kind, unit_price, decided_at FROM charges \
+                   WHERE tenant = ?1 AND decided_at >= ?2 AND decided_at < ?3 ORDER BY decided_at, verdict_id";
+        let rows = self.rows(sql, params![tenant, from, to], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get(4)?))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (verdict_id, outcome, kind, price, decided_at) in rows {
             let kind = match kind.as_str() {
                 "included" => ChargeKind::Included,
                 "usage" => ChargeKind::Usage,
                 "overage" => ChargeKind::Overage,
                 other => return Err(self.bad(format!("a charge of kind {other:?}"))),
             };
-            let unit_price =
-                Decimal::from_str_exact(&price).map_err(|e| self.bad(format!("a price {price:?}: {e}")))?;
+            let unit_price = self.decimal(&price, "a price")?;
             out.push(Charge { verdict_id, outcome, kind, unit_price, decided_at });
         }
         Ok(out)
+    }
+
+    /// The credits of `tenant` given in `[from, to)` in closed periods, in order.
+    pub fn credits_between(&self, tenant: &str, from: Nanos, to: Nanos) -> Result<Vec<Credit>, StoreError> {
+        let sql = "SELECT verdict_id, kind, amount, at FROM credits \
+                   WHERE tenant = ?1 AND at >= ?2 AND at < ?3 ORDER BY at, verdict_id";
+        let rows = self.rows(sql, params![tenant, from, to], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (verdict_id, kind, amount, at) in rows {
+            let kind = match kind.as_str() {
+                "dispute" => CreditKind::Dispute,
+                "retraction" => CreditKind::Retraction,
+                other => return Err(self.bad(format!("a credit of kind {other:?}"))),
+            };
+            out.push(Credit { verdict_id, kind, amount: self.decimal(&amount, "a credit")?, at });
+        }
+        Ok(out)
+    }
+
+    /// The final totals of every closed period, by tenant and period.
+    pub fn totals(&self) -> Result<Vec<(String, Period, Charged)>, StoreError> {
+        let sql =
+            "SELECT tenant, period, charges, charged, credits, credited FROM period_totals ORDER BY tenant, period";
+        let rows = self.rows(sql, [], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (tenant, period, charges, charged, credits, credited) in rows {
+            let (charged, credited) = (self.decimal(&charged, "a total")?, self.decimal(&credited, "a total")?);
+            let (charges, credits) = (charges.max(0) as u64, credits.max(0) as u64);
+            out.push((tenant, Period(period), Charged { charges, charged, credits, credited }));
+        }
+        Ok(out)
+    }
+
+    fn rows<T>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = stmt.query_map(args, row).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    fn decimal(&self, s: &str, what: &str) -> Result<Decimal, StoreError> {
+        Decimal::from_str_exact(s).map_err(|e| self.bad(format!("{what} {s:?}: {e}")))
     }
 }
 
@@ -435,8 +485,9 @@ impl History {
         verdicts: &[ClosedVerdict<'_>],
         charges: &[Charge],
         credits: &[Credit],
+        totals: &Charged,
     ) -> Result<(), StoreError> {
-        self.store.put_closed(invoice, period, verdicts, charges, credits)?;
+        self.store.put_closed(invoice, period, verdicts, charges, credits, totals)?;
         for v in verdicts {
             self.seen.add(v.verdict_id);
         }
@@ -491,7 +542,7 @@ mod tests {
                 decided_at: day,
             };
             let v = [ClosedVerdict { verdict_id: &id, billable: true, decided_at: day }];
-            h.close(&invoice(p), period, &v, &[charge], &[]).unwrap();
+            h.close(&invoice(p), period, &v, &[charge], &[], &Default::default()).unwrap();
         }
         assert!(h.rated_before("v-2026-06").unwrap());
         let line = &invoice("2026-05").lines[0];

@@ -315,3 +315,49 @@ fn closed_periods_live_in_the_history_and_still_answer() {
     let all = l.all_invoices(t("2026-07-10T00:00:00Z")).unwrap();
     assert_eq!(all[0].lines[0].verdicts.len(), 3, "the whole list for `verdict invoice`");
 }
+
+#[test]
+fn statements_and_totals_read_open_and_closed_periods_alike() {
+    use super::statement::Day;
+    let mut l = ledger(
+        "[plans.growth]\nincluded = { ai_resolution = 1 }\noverage = { ai_resolution = \"0.75\" }\n\
+         [tenants.acme]\nassignments = [ { plan = \"growth\", from = \"2026-06\" } ]\n",
+    );
+    l.add_verdict(verdict("a", true, "1.00", "2026-06-12T09:00:00Z"));
+    l.add_verdict(verdict("b", true, "1.00", "2026-06-12T23:59:59Z"));
+    l.add_verdict(verdict("c", false, "0", "2026-06-12T12:00:00Z"));
+    l.add_verdict(verdict("d", true, "1.00", "2026-06-13T00:00:00Z"));
+    l.add_billing(opened("d1", "b", "2026-06-13T01:00:00Z"));
+    l.add_billing(accepted("d2", "b", "2026-06-14T01:00:00Z"));
+    let day = |s: &str| s.parse::<Day>().unwrap();
+    let check = |l: &Ledger, wm: &str| {
+        let s = l.statement("acme", day("2026-06-12"), t(wm)).unwrap();
+        let got: Vec<(&str, String)> = s.charges.iter().map(|c| (c.verdict_id.as_str(), c.price.to_string())).collect();
+        let (a, b) = (verdict_id("acme", "a", OUTCOME), verdict_id("acme", "b", OUTCOME));
+        assert_eq!(
+            got,
+            vec![(a.as_str(), "0".to_string()), (b.as_str(), "0.75".to_string())],
+            "the included one first"
+        );
+        assert_eq!((s.charged.to_string(), s.credited.to_string(), s.complete), ("0.75".into(), "0".into(), true));
+        let s = l.statement("acme", day("2026-06-14"), t(wm)).unwrap();
+        assert_eq!((s.charges.len(), s.total.to_string()), (0, "-0.75".into()), "the credit on the day of the accept");
+        assert_eq!(s.credits[0].verdict_id, b);
+    };
+    l.advance(t("2026-06-20T00:00:00Z"));
+    check(&l, "2026-06-20T00:00:00Z");
+    let open = l.take_charged();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].2.charges, open[0].2.charged.to_string(), open[0].2.credited.to_string()),
+        (3, "1.50".into(), "0.75".into())
+    );
+    assert!(!l.statement("acme", day("2026-06-19"), t("2026-06-19T12:00:00Z")).unwrap().complete);
+    // June closes: the same answers, now from the history, and its totals final.
+    l.advance(t("2026-07-01T00:00:00Z"));
+    assert!(l.books["acme"].periods.is_empty());
+    check(&l, "2026-07-01T00:00:00Z");
+    let closed = l.take_charged();
+    assert_eq!(closed.iter().map(|c| &c.2).collect::<Vec<_>>(), vec![&open[0].2]);
+    assert_eq!(l.history().store().totals().unwrap()[0].2, open[0].2);
+}

@@ -26,6 +26,7 @@ use super::shared::{verdict_key, Shared};
 use super::worker::{Applied, BillingView, Control};
 use crate::aggregates::Usage;
 use crate::ledger::invoice::Invoice;
+use crate::ledger::totals::Charged;
 use crate::sources::body;
 use crate::telemetry;
 use crate::timestamp;
@@ -56,6 +57,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/invoices", get(invoices))
         .route("/v1/invoices/{tenant}/{period}", get(invoice))
         .route("/v1/invoices/{tenant}/{period}/lines/{line}/verdicts", get(line_verdicts))
+        .route("/v1/statements/{tenant}/{day}", get(statement))
         .route("/v1/disputes", get(disputes))
         .route("/v1/balance", get(balance))
         .route("/metrics", get(metrics_text))
@@ -170,14 +172,9 @@ struct UsageReply<'a> {
     period: &'a str,
     #[serde(flatten)]
     usage: Usage,
-}
-
-fn valid_period(p: &str) -> bool {
-    let b = p.as_bytes();
-    b.len() == 7
-        && b[4] == b'-'
-        && b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit)
-        && matches!(p[5..].parse::<u8>(), Ok(1..=12))
+    /// What the ledger charged (the list `amount` less included outcomes, with credits).
+    #[serde(flatten)]
+    charged: Charged,
 }
 
 async fn usage(State(api): State<Api>, Query(q): Query<UsageQuery>) -> Response {
@@ -185,11 +182,12 @@ async fn usage(State(api): State<Api>, Query(q): Query<UsageQuery>) -> Response 
         return error(StatusCode::BAD_REQUEST, "query parameter `tenant` is required");
     };
     let period = q.period.unwrap_or_else(|| timestamp::period_of(timestamp::now()));
-    if !valid_period(&period) {
+    if period.parse::<crate::ledger::period::Period>().is_err() {
         return error(StatusCode::BAD_REQUEST, format!("`period` must be YYYY-MM, not {period:?}"));
     }
     let usage = api.shared.usage.get(&tenant).and_then(|p| p.get(&period).cloned()).unwrap_or_default();
-    Json(UsageReply { tenant: &tenant, period: &period, usage }).into_response()
+    let charged = api.shared.charged.get(&tenant).and_then(|p| p.get(&period).cloned()).unwrap_or_default();
+    Json(UsageReply { tenant: &tenant, period: &period, usage, charged }).into_response()
 }
 
 async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
@@ -348,6 +346,24 @@ async fn line_verdicts(
     }
 }
 
+/// `GET /v1/statements/{tenant}/{YYYY-MM-DD}`: the charges rated that day (by their
+/// verdict's `decided_at`) and the credits given, each with its verdict.
+async fn statement(State(api): State<Api>, Path((tenant, day)): Path<(String, String)>) -> Response {
+    let day = match day.parse::<crate::ledger::statement::Day>() {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (reply, answer) = oneshot::channel();
+    if api.worker.send(Control::Statement { tenant, day, reply }).is_err() {
+        return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok(Ok(s))) => Json(s).into_response(),
+        Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+    }
+}
+
 /// `GET /v1/disputes?tenant=T[&status=open|accepted|rejected|refused]`.
 async fn disputes(State(api): State<Api>, Query(q): Query<TenantQuery>) -> Response {
     let status = q.status.clone();
@@ -406,17 +422,4 @@ pub fn probe(addr: &str, path: &str, timeout: std::time::Duration) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::valid_period;
-
-    #[test]
-    fn periods() {
-        assert!(valid_period("2026-06"));
-        assert!(!valid_period("2026-13"));
-        assert!(!valid_period("2026-6"));
-        assert!(!valid_period("20x6-06"));
-    }
 }

@@ -12,6 +12,8 @@ use serde::Serialize;
 use super::worker::LiveTime;
 use crate::aggregates::Usage;
 use crate::engine::watermark::Watermark;
+use crate::ledger::period::Period;
+use crate::ledger::totals::Charged;
 use crate::timestamp::{self, Nanos, Span};
 
 /// The outcome definitions in force and how the last reload went.
@@ -94,6 +96,9 @@ impl SourcesStatus {
 pub struct Shared {
     /// Usage by tenant, then period: exact, updated as each verdict is written.
     pub usage: DashMap<String, BTreeMap<String, Usage>>,
+    /// What the ledger has charged by tenant, then period, once rated (the watermark
+    /// has passed the verdicts).
+    pub charged: DashMap<String, BTreeMap<String, Charged>>,
     /// Where each verdict's line starts in the output file, by verdict id.
     pub verdicts: DashMap<u128, u64>,
     pub output_path: PathBuf,
@@ -117,9 +122,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Publishes the ledger's totals.
+    pub fn publish_charged(&self, totals: Vec<(String, Period, Charged)>) {
+        for (tenant, p, c) in totals {
+            self.charged.entry(tenant).or_default().insert(p.to_string(), c);
+        }
+    }
+
     pub fn new(output_path: PathBuf, max_backlog: u64) -> Self {
         Shared {
             usage: DashMap::new(),
+            charged: DashMap::new(),
             verdicts: DashMap::new(),
             output_path,
             rules: ArcSwap::from_pointee(RuleStatus::default()),

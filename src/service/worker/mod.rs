@@ -20,6 +20,7 @@ use crate::engine::inspect::ConversationView;
 use crate::ledger::invoice::Invoice;
 use crate::ledger::period::Period;
 use crate::ledger::rating::Dispute;
+use crate::ledger::statement::{Day, Statement};
 use crate::ledger::Ledger;
 use crate::replay::{Fed, Pipeline, Position};
 use crate::rules::RuleSet;
@@ -75,6 +76,12 @@ pub enum Control {
         offset: usize,
         limit: usize,
         reply: oneshot::Sender<Result<Option<VerdictPage>, String>>,
+    },
+    /// A tenant's statement of a day.
+    Statement {
+        tenant: String,
+        day: Day,
+        reply: oneshot::Sender<Result<Statement, String>>,
     },
     Conversation {
         tenant: String,
@@ -181,6 +188,11 @@ impl Worker {
         })
     }
 
+    fn statement(&self, tenant: &str, day: Day) -> Result<Statement, String> {
+        let wm = self.pipeline.engine.watermark().current();
+        self.ledger().statement(tenant, day, wm).map_err(|e| e.to_string())
+    }
+
     /// The sources the watermark knows (from the checkpoint and the log).
     pub fn source_names(&self) -> Vec<String> {
         self.pipeline.engine.watermark().sources().iter().map(|s| s.name.clone()).collect()
@@ -282,6 +294,9 @@ impl Worker {
                     published.insert(period, usage.clone());
                 }
             }
+        }
+        if let Some(ledger) = self.pipeline.ledger.as_mut() {
+            self.shared.publish_charged(ledger.take_charged());
         }
         self.counters.publish();
         let wm = self.pipeline.engine.watermark();
@@ -472,6 +487,9 @@ impl Worker {
                         let wm = self.pipeline.engine.watermark().current();
                         let page = self.ledger().line_verdicts(&tenant, period, line, offset, limit, wm);
                         let _ = reply.send(page.map_err(|e| e.to_string()));
+                    }
+                    Ok(Control::Statement { tenant, day, reply }) => {
+                        let _ = reply.send(self.statement(&tenant, day));
                     }
                     Ok(Control::Conversation { tenant, conversation, reply }) => {
                         let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));

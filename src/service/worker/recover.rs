@@ -146,7 +146,7 @@ impl Worker {
             }
             None => None,
         };
-        let (engine, ledger, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) =
+        let (engine, mut ledger, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) =
             match snap {
                 Some(Payload {
                     dir_id: _,
@@ -267,6 +267,9 @@ impl Worker {
         for (id, at) in verdicts {
             shared.verdicts.insert(id, at);
         }
+        let closed_totals = ledger.history().store().totals().context("reading the billing history")?;
+        shared.publish_charged(closed_totals);
+        shared.publish_charged(ledger.take_charged());
         let mut pipeline = Pipeline::new(engine, Vec::new());
         pipeline.summary.usage = usage;
         pipeline.ledger = Some(ledger);
