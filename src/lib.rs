@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod cluster;
 pub mod decode;
 pub mod engine;
+pub mod export;
 pub mod gen;
 pub mod kinds;
 pub mod ledger;

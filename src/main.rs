@@ -68,10 +68,24 @@ enum Command {
         /// Dead-letter NDJSON output (default: stderr).
         #[arg(long)]
         dead_letter: Option<PathBuf>,
+        /// Verdict NDJSON of a classifier instance (its `--output`), rated with the rest:
+        /// give one per instance, with the billing events as INPUT, to invoice what
+        /// several instances classified. Each verdict is charged once, by its id.
+        /// Repeatable.
+        #[arg(long = "verdicts")]
+        verdicts: Vec<PathBuf>,
+        /// With `--verdicts`: the least of the instances' watermarks (RFC 3339); the
+        /// periods that ended by then are final. Default: the latest `decided_at`.
+        #[arg(long, value_parser = parse_ts)]
+        until: Option<verdict::timestamp::Nanos>,
         /// NDJSON inputs, read one after another; `-` is stdin.
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// Replay events as `invoice` does and write the requests that send every billable
+    /// verdict, and every credit's correction, to Orb, Metronome, Lago or Stripe: one
+    /// NDJSON line per request (method, path, content type, idempotency keys, body).
+    Export(Box<verdict::export::cli::ExportArgs>),
     /// Run the service: HTTP ingest and API, followed files, hot reload, checkpoints.
     Run(Box<verdict::service::RunConfig>),
     /// Compile the outcome definitions, prices and plans of a rules directory.
@@ -163,6 +177,10 @@ fn load_rules(dir: &std::path::Path) -> anyhow::Result<(Arc<rhai::Engine>, Arc<R
     Ok((rhai, Arc::new(rules)))
 }
 
+fn parse_ts(s: &str) -> Result<verdict::timestamp::Nanos, String> {
+    verdict::timestamp::parse_rfc3339(s).map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay { rules, output, dead_letter, lateness, summary, invoices, inputs } => {
@@ -176,6 +194,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 lateness,
                 limits: Limits::default(),
                 inputs,
+                verdicts: Vec::new(),
+                until: None,
             };
             let replayed = replay::run(&opts)?;
             if let Some(path) = invoices {
@@ -193,17 +213,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Invoice { rules, lateness, tenant, period, format, output, dead_letter, inputs } => {
-            let opts = ReplayOptions {
-                rules,
-                output: None,
-                write_verdicts: false,
-                dead_letter,
-                summary: None,
-                lateness,
-                limits: Limits::default(),
-                inputs,
-            };
+        Command::Invoice { rules, lateness, tenant, period, format, output, dead_letter, verdicts, until, inputs } => {
+            let opts =
+                ReplayOptions { verdicts, until, ..ReplayOptions::billing(rules, lateness, dead_letter, inputs) };
             let replayed = replay::run(&opts)?;
             let invoices: Vec<_> = replayed
                 .invoices()?
@@ -213,6 +225,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .collect();
             verdict::ledger::invoice::write(&invoices, format, output.as_deref())?;
             eprintln!("{} invoice(s) from {} records", invoices.len(), replayed.summary.records);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            let done = verdict::export::cli::run(&args)?;
+            eprintln!("{done}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(cfg) => {

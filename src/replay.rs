@@ -162,13 +162,22 @@ impl Pipeline {
     /// Applies what the records fed so far made due, then hands each verdict decided to
     /// `f`, after counting and aggregating it.
     pub fn drain(&mut self, mut f: impl FnMut(&Verdict)) {
+        self.drain_placed(|v| {
+            f(v);
+            None
+        })
+    }
+
+    /// [`Pipeline::drain`] where `f` says where it wrote each verdict (the ledger's
+    /// history keeps it, to find verdicts of closed periods).
+    pub fn drain_placed(&mut self, mut f: impl FnMut(&Verdict) -> Option<u64>) {
         self.engine.catch_up();
         for v in self.engine.take_verdicts() {
             self.summary.count_verdict(&v.outcome, &v.reason);
             self.summary.usage.record(&v);
-            f(&v);
+            let line_at = f(&v);
             if let Some(ledger) = &mut self.ledger {
-                ledger.add_verdict(Rated::from(v));
+                ledger.add_verdict(Rated { line_at, ..Rated::from(v) });
             }
         }
         if let Some(ledger) = &mut self.ledger {
@@ -204,6 +213,31 @@ pub struct ReplayOptions {
     pub lateness: Span,
     pub limits: Limits,
     pub inputs: Vec<String>,
+    /// Verdict NDJSON files of classifier instances, rated beside the verdicts the
+    /// inputs give (each verdict once by its id, whichever instance decided it).
+    pub verdicts: Vec<PathBuf>,
+    /// With `verdicts`: how far the instances' watermarks have come (the least of them);
+    /// periods that ended by then close. Default: the latest verdict's `decided_at`.
+    pub until: Option<Nanos>,
+}
+
+impl ReplayOptions {
+    /// What `verdict invoice` and `verdict export` replay with: the inputs through the
+    /// engine and the ledger, verdicts written nowhere.
+    pub fn billing(rules: PathBuf, lateness: Span, dead_letter: Option<PathBuf>, inputs: Vec<String>) -> Self {
+        ReplayOptions {
+            rules,
+            output: None,
+            write_verdicts: false,
+            dead_letter,
+            summary: None,
+            lateness,
+            limits: Limits::default(),
+            inputs,
+            verdicts: Vec::new(),
+            until: None,
+        }
+    }
 }
 
 /// Sinks are written from callbacks; the first write error is kept and reported after.
@@ -234,8 +268,36 @@ impl Replayed {
     }
 }
 
+/// Hands the verdicts of `files` to the ledger; returns the latest `decided_at`. A line
+/// that is not a verdict stops the run, named by file and line: a charge must not be
+/// skipped.
+fn rate_verdict_files(pipeline: &mut Pipeline, files: &[PathBuf]) -> anyhow::Result<Option<Nanos>> {
+    let mut latest = None;
+    let Some(ledger) = pipeline.ledger.as_mut() else { return Ok(None) };
+    for path in files {
+        let name = path.display().to_string();
+        let reader = open_input(&name).with_context(|| format!("cannot read verdicts {name}"))?;
+        let mut lines = LineReader::new(reader);
+        while let Some(line) = lines.next_line().with_context(|| format!("reading {name}"))? {
+            if line.bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: Verdict =
+                serde_json::from_slice(line.bytes).with_context(|| format!("{name}:{}: not a verdict", line.line))?;
+            latest = latest.max(Some(v.decided_at));
+            ledger.add_verdict(Rated::from(v));
+        }
+    }
+    Ok(latest)
+}
+
 /// Runs a replay. Fails only when it cannot run (rules, unreadable input, output).
 pub fn run(opts: &ReplayOptions) -> anyhow::Result<Replayed> {
+    run_with(opts, |_| {})
+}
+
+/// [`run`], handing each verdict decided to `each` too, in the order they are written.
+pub fn run_with(opts: &ReplayOptions, mut each: impl FnMut(&Verdict)) -> anyhow::Result<Replayed> {
     let rhai = Arc::new(sandbox::build(&opts.limits));
     let rules = RuleSet::load(&rhai, &opts.rules)
         .map_err(|e| anyhow::anyhow!("rules in {} do not load:\n{e}", opts.rules.display()))?;
@@ -268,31 +330,51 @@ pub fn run(opts: &ReplayOptions) -> anyhow::Result<Replayed> {
                 });
                 records += 1;
                 if records.is_multiple_of(DRAIN_EVERY) {
-                    pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+                    pipeline.drain(|v| {
+                        each(v);
+                        keep_first(&mut io_err, out.write(v))
+                    });
                 }
                 if let Some(e) = io_err.take() {
                     return Err(e).context("writing verdicts or dead letters");
                 }
             }
             // Many short inputs must not hold their events and verdicts until the end.
-            pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+            pipeline.drain(|v| {
+                each(v);
+                keep_first(&mut io_err, out.write(v))
+            });
         }
         Ok(())
     })();
     if let Err(e) = read {
         // What was decided before the failure is still written (best effort: the
         // failure may be the output itself).
-        pipeline.drain(|v| keep_first(&mut io_err, out.write(v)));
+        pipeline.drain(|v| {
+            each(v);
+            keep_first(&mut io_err, out.write(v))
+        });
         let _ = out.flush();
         return Err(e);
     }
-    pipeline.finish(|v| keep_first(&mut io_err, out.write(v)));
+    let decided = rate_verdict_files(&mut pipeline, &opts.verdicts)?;
+    pipeline.finish(|v| {
+        each(v);
+        keep_first(&mut io_err, out.write(v))
+    });
     if let Some(e) = io_err.take() {
         return Err(e).context("writing verdicts");
     }
     out.flush().context("writing verdicts")?;
     dead.flush().context("writing dead letters")?;
-    let watermark = pipeline.engine.watermark().max_ts();
+    let mut watermark = pipeline.engine.watermark().max_ts();
+    // The instances have decided up to their last verdict: periods before it close.
+    if let (Some(d), Some(ledger)) = (opts.until.or(decided), pipeline.ledger.as_mut()) {
+        if watermark.is_none_or(|w| d > w) {
+            ledger.finish(d);
+            watermark = Some(d);
+        }
+    }
     let Pipeline { summary, ledger, .. } = pipeline;
     if let Some(p) = &opts.summary {
         let json = serde_json::to_vec_pretty(&summary)?;

@@ -50,6 +50,15 @@ pub const SOURCE_ERRORS: &str = "verdict_source_errors_total";
 pub const SINK_RECORDS: &str = "verdict_sink_records_total";
 pub const SINK_ERRORS: &str = "verdict_sink_errors_total";
 pub const SINK_LAG: &str = "verdict_sink_lag_bytes";
+pub const PUSH_REFUSED: &str = "verdict_push_refused_total";
+pub const INDEXED: &str = "verdict_indexed_verdicts";
+pub const CHARGES: &str = "verdict_period_charges";
+pub const CHARGED: &str = "verdict_period_charged_amount";
+pub const CREDITS: &str = "verdict_period_credits";
+pub const CREDITED: &str = "verdict_period_credited_amount";
+pub const INCLUDED_LEFT: &str = "verdict_included_outcomes_remaining";
+pub const OPEN_INVOICE: &str = "verdict_open_invoice_total_amount";
+pub const PREPAID: &str = "verdict_prepaid_balance_amount";
 
 /// Every metric with its kind and help, for `describe_*` and for the README's list.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -96,9 +105,30 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "1 while a source has delivered all it has (a file or Fluvio partition read to its end; HTTP always).",
     ),
     (SOURCE_ERRORS, "counter", "Errors reading a source (Fluvio connection or consumer errors, unreadable files)."),
-    (SINK_RECORDS, "counter", "Lines a sink (verdicts, dead_letters) has had acknowledged by Fluvio."),
-    (SINK_ERRORS, "counter", "Failed attempts of a sink to produce to Fluvio; the lines are sent again."),
-    (SINK_LAG, "gauge", "Bytes of the verdict or dead-letter file not yet acknowledged by the sink's topic."),
+    (
+        SINK_RECORDS,
+        "counter",
+        "Records a sink has had acknowledged: lines by Fluvio (verdicts, dead_letters), usage events by the billing platform (push).",
+    ),
+    (SINK_ERRORS, "counter", "Failed attempts of a sink (Fluvio or push); what failed is sent again."),
+    (SINK_LAG, "gauge", "Bytes of the verdict or dead-letter file a sink has not had acknowledged yet."),
+    (
+        PUSH_REFUSED,
+        "counter",
+        "Usage events the billing platform refused for their content (a 4xx); kept in push-rejected.ndjson.",
+    ),
+    (
+        INDEXED,
+        "gauge",
+        "Verdicts of open periods indexed in memory for GET /v1/verdicts/{id}; closed periods' are in the billing history.",
+    ),
+    (CHARGES, "gauge", "Charges rated so far in the tenant's current period, by tenant and kind (included, usage, overage)."),
+    (CHARGED, "gauge", "Sum of the charges rated so far in the tenant's current period, by tenant, kind and currency."),
+    (CREDITS, "gauge", "Credits given so far in the tenant's current period, by tenant and kind (dispute, retraction)."),
+    (CREDITED, "gauge", "Sum of the credits given so far in the tenant's current period, by tenant, kind and currency."),
+    (INCLUDED_LEFT, "gauge", "Included outcomes of the plan not yet used in the tenant's current period, by tenant and outcome."),
+    (OPEN_INVOICE, "gauge", "Total of the tenant's draft invoice of the current period, as if it closed now, by tenant and currency."),
+    (PREPAID, "gauge", "The tenant's prepaid balance now, by tenant and currency."),
 ];
 
 /// Installs the global recorder (once per process) and returns the handle to render.
@@ -136,7 +166,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     for result in ["ok", "failed"] {
         metrics::counter!(RELOADS, "result" => result).increment(0);
     }
-    for name in [CHECKPOINT_FAILURES, CHECKPOINTS_REJECTED, THROTTLED, DUPLICATES, WAL_BYTES] {
+    for name in [CHECKPOINT_FAILURES, CHECKPOINTS_REJECTED, THROTTLED, DUPLICATES, WAL_BYTES, PUSH_REFUSED] {
         metrics::counter!(name).increment(0);
     }
     for r in crate::decode::RejectReason::ALL {
@@ -270,4 +300,29 @@ pub fn rule_eval() -> Histogram {
 
 pub fn gauge(name: &'static str) -> Gauge {
     metrics::gauge!(name)
+}
+
+/// Publishes the billing gauges of each tenant's current period.
+pub fn billing(all: &[crate::ledger::gauges::TenantGauges], currency: &str) {
+    use crate::ledger::gauges::{CHARGE_KINDS, CREDIT_KINDS};
+    use rust_decimal::prelude::ToPrimitive;
+    let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
+    for g in all {
+        let (tenant, currency) = (g.tenant.clone(), currency.to_string());
+        for ((_, kind), (n, sum)) in CHARGE_KINDS.iter().zip(&g.charges) {
+            metrics::gauge!(CHARGES, "tenant" => tenant.clone(), "kind" => *kind).set(*n as f64);
+            metrics::gauge!(CHARGED, "tenant" => tenant.clone(), "kind" => *kind, "currency" => currency.clone())
+                .set(f(*sum));
+        }
+        for ((_, kind), (n, sum)) in CREDIT_KINDS.iter().zip(&g.credits) {
+            metrics::gauge!(CREDITS, "tenant" => tenant.clone(), "kind" => *kind).set(*n as f64);
+            metrics::gauge!(CREDITED, "tenant" => tenant.clone(), "kind" => *kind, "currency" => currency.clone())
+                .set(f(*sum));
+        }
+        for (outcome, left) in &g.included_left {
+            metrics::gauge!(INCLUDED_LEFT, "tenant" => tenant.clone(), "outcome" => outcome.clone()).set(*left as f64);
+        }
+        metrics::gauge!(OPEN_INVOICE, "tenant" => tenant.clone(), "currency" => currency.clone()).set(f(g.open_total));
+        metrics::gauge!(PREPAID, "tenant" => tenant, "currency" => currency).set(f(g.balance));
+    }
 }

@@ -73,7 +73,18 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         }
     }
     let titles: String = panels.iter().map(|p| p["title"].as_str().unwrap_or("").to_lowercase()).collect();
-    for wanted in ["spend per tenant", "reason", "tier", "rejected", "watermark lag", "reloads"] {
+    for wanted in [
+        "spend per tenant",
+        "reason",
+        "tier",
+        "rejected",
+        "watermark lag",
+        "reloads",
+        "charged this period",
+        "credits this period",
+        "open invoice totals",
+        "prepaid balance",
+    ] {
         assert!(titles.contains(wanted), "the dashboard shows no {wanted:?} panel");
     }
     let alerts = std::fs::read_to_string(docker().join("prometheus/alerts.yml")).unwrap();

@@ -272,6 +272,18 @@ fn the_service_bills_live_and_keeps_its_invoices_across_a_crash() {
     // Listed at 0.50 + 0.50 + 1.50 by tier; charged 0 + 0.75 + 0.75 under the plan.
     assert_eq!(charged, serde_json::json!([3, "1.50", 1, "0.75", "2.50"]).as_array().unwrap().clone(), "{usage}");
     assert_eq!(svc.get("/v1/statements/acme/2026-06-31").0, 400, "no such day");
+    // June is closed: its verdicts are looked up in the history (none left in memory),
+    // and the gauges show July's draft: the fee, one outcome still included.
+    metrics_show(
+        &svc,
+        &[
+            "verdict_indexed_verdicts 0",
+            r#"verdict_included_outcomes_remaining{tenant="acme",outcome="ai_resolution"} 1"#,
+            r#"verdict_open_invoice_total_amount{tenant="acme",currency="USD"} 5"#,
+            r#"verdict_period_charges{tenant="acme",kind="overage"} 0"#,
+            r#"verdict_prepaid_balance_amount{tenant="acme",currency="USD"} 0"#,
+        ],
+    );
 
     // Closed June may not change: moving acme's plan is refused, and nothing changes.
     std::fs::write(svc.dir.path().join("rules/plans.toml"), PLANS.replace("2026-06", "2026-07")).unwrap();
@@ -291,6 +303,20 @@ fn the_service_bills_live_and_keeps_its_invoices_across_a_crash() {
     assert_eq!(svc.get("/v1/invoices?tenant=acme").1, all);
     assert_eq!(june_statements(&svc), statements);
     assert_eq!(svc.get("/v1/usage?tenant=acme&period=2026-06").1, usage);
+}
+
+/// Waits (gauges are published on a timer) until `/metrics` has every line of `want`.
+fn metrics_show(svc: &Service, want: &[&str]) {
+    let started = std::time::Instant::now();
+    loop {
+        let m = svc.metrics();
+        let missing: Vec<&&str> = want.iter().filter(|w| !m.lines().any(|l| l == **w)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(started.elapsed().as_secs() < 20, "/metrics lacks {missing:?}:\n{m}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Every June statement of acme, checked against the invoice: each charge and credit

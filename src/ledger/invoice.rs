@@ -1,9 +1,8 @@
 //! Invoices (SPEC 8.4): a tenant's period as lines, in the spec's order, each rounded to
 //! the currency's minor unit half to even, the total the sum of the rounded lines. A
 //! line is left out when it is 0 and nothing was counted. Every line that comes from
-//! verdicts lists them.
-
-use std::collections::BTreeMap;
+//! verdicts leads to them: [`Invoice::compute`] counts them, and the ledger lists them
+//! (a page at a time, or all for `verdict invoice`).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -62,7 +61,7 @@ pub struct Line {
     pub unit_price: Option<Decimal>,
     pub count: u64,
     pub amount: Decimal,
-    /// The verdicts behind the line (charges, or the charges credited).
+    /// The verdicts behind the line (charges, or the charges credited), where listed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<String>,
 }
@@ -106,8 +105,7 @@ impl Invoice {
                     outcome: Option<&str>,
                     unit: Option<Decimal>,
                     count: u64,
-                    amount: Decimal,
-                    verdicts: Vec<String>| {
+                    amount: Decimal| {
             let amount = round(amount);
             if count > 0 || !amount.is_zero() {
                 lines.push(Line {
@@ -116,41 +114,36 @@ impl Invoice {
                     unit_price: unit,
                     count,
                     amount,
-                    verdicts,
+                    verdicts: Vec::new(),
                 });
             }
         };
         if let Some(fee) = t.plan.platform_fee {
-            push(&mut lines, LineKind::PlatformFee, None, Some(fee), 1, fee, Vec::new());
+            push(&mut lines, LineKind::PlatformFee, None, Some(fee), 1, fee);
         }
         // Charges grouped: included and overage per outcome, usage per outcome and price.
-        let mut groups: BTreeMap<(ChargeKind, &str, Decimal), Vec<&str>> = BTreeMap::new();
-        for c in &book.charges {
-            groups.entry((c.kind, &c.outcome, c.unit_price)).or_default().push(&c.verdict_id);
-        }
+        let groups = book.groups();
         for wanted in [ChargeKind::Included, ChargeKind::Usage, ChargeKind::Overage] {
-            for ((kind, outcome, unit), ids) in groups.iter().filter(|((k, _, _), _)| *k == wanted) {
+            for ((kind, outcome, unit), n) in groups.counts.iter().filter(|((k, _, _), _)| *k == wanted) {
                 let name = match kind {
                     ChargeKind::Included => LineKind::Included,
                     ChargeKind::Usage => LineKind::Usage,
                     ChargeKind::Overage => LineKind::Overage,
                 };
-                let n = ids.len() as u64;
-                let ids = ids.iter().map(|s| s.to_string()).collect();
-                push(&mut lines, name, Some(outcome), Some(*unit), n, *unit * Decimal::from(n), ids);
+                push(&mut lines, name, Some(outcome), Some(*unit), *n, *unit * Decimal::from(*n));
             }
         }
         let sum = |lines: &[Line]| lines.iter().map(|l| l.amount).sum::<Decimal>();
         let s = sum(&lines);
         let true_up = t.plan.minimum.map_or(Decimal::ZERO, |m| (m - s).max(Decimal::ZERO));
         if t.plan.minimum.is_some() {
-            push(&mut lines, LineKind::MinimumTrueUp, None, None, 0, true_up, Vec::new());
+            push(&mut lines, LineKind::MinimumTrueUp, None, None, 0, true_up);
         }
         if let (Some(cap), Some(from)) = (t.plan.cap, t.assigned_from) {
             let locked = t.plan.cap_periods.is_none_or(|n| t.period.0 < from.0.saturating_add(n));
             if locked {
                 let over = (s + round(true_up) - cap).max(Decimal::ZERO);
-                push(&mut lines, LineKind::PriceLock, None, None, 0, -over, Vec::new());
+                push(&mut lines, LineKind::PriceLock, None, None, 0, -over);
             }
         }
         for (outcome, sla) in &t.plan.sla {
@@ -158,22 +151,26 @@ impl Invoice {
             if all == 0 || Decimal::from(billable) >= sla.min_rate * Decimal::from(all) {
                 continue;
             }
-            let charged: Decimal = book.charges.iter().filter(|c| &c.outcome == outcome).map(|c| c.unit_price).sum();
-            push(&mut lines, LineKind::SlaCredit, Some(outcome), None, 0, -(sla.credit * charged), Vec::new());
+            let charged: Decimal = groups
+                .counts
+                .iter()
+                .filter(|((_, o, _), _)| o == outcome)
+                .map(|((_, _, unit), n)| *unit * Decimal::from(*n))
+                .sum();
+            push(&mut lines, LineKind::SlaCredit, Some(outcome), None, 0, -(sla.credit * charged));
         }
         for (kind, name) in
             [(CreditKind::Dispute, LineKind::DisputeCredit), (CreditKind::Retraction, LineKind::RetractionCredit)]
         {
-            let credited: Vec<_> = book.credits.iter().filter(|c| c.kind == kind).collect();
-            let amount: Decimal = credited.iter().map(|c| c.amount).sum();
-            let ids = credited.iter().map(|c| c.verdict_id.clone()).collect();
-            push(&mut lines, name, None, None, credited.len() as u64, -amount, ids);
+            let credited = book.credits.iter().filter(|c| c.kind == kind);
+            let (n, amount) = credited.fold((0u64, Decimal::ZERO), |(n, a), c| (n + 1, a + c.amount));
+            push(&mut lines, name, None, None, n, -amount);
         }
         let total_before = sum(&lines);
         let mut balance = t.balance;
         if total_before > Decimal::ZERO {
             let drawn = balance.min(total_before);
-            push(&mut lines, LineKind::PrepaidCredit, None, None, 0, -drawn, Vec::new());
+            push(&mut lines, LineKind::PrepaidCredit, None, None, 0, -drawn);
             balance -= round(drawn);
         } else {
             // A negative total is owed to the tenant: it goes to the prepaid balance.

@@ -6,6 +6,7 @@
 //! numbered invoice that drew on the prepaid balance; the open period has a draft.
 
 pub mod billing;
+pub mod gauges;
 pub mod invoice;
 pub mod period;
 pub mod plans;
@@ -110,7 +111,16 @@ pub struct Ledger {
     /// The last period closed for every tenant.
     closed_through: Option<Period>,
     totals: Totals,
+    /// Ids of the verdicts whose periods closed since the last [`Ledger::take_released`],
+    /// when someone asked to hear of them.
+    released: Option<Vec<String>>,
+    /// Where a verdict's line is in the service's verdict file, for those rated before a
+    /// restore (the others carry it).
+    line_of: Option<LineLookup>,
 }
+
+/// Finds a verdict's line in the service's verdict file, by verdict id.
+pub type LineLookup = Box<dyn Fn(&str) -> Option<u64> + Send>;
 
 /// What [`Ledger::add_billing`] did with an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +142,8 @@ impl Ledger {
             seen: HashSet::new(),
             closed_through: None,
             totals: Totals::default(),
+            released: None,
+            line_of: None,
         }
     }
 
@@ -176,9 +188,25 @@ impl Ledger {
         }
         history.forget_after(closed_through).map_err(|e| e.to_string())?;
         let currency = currency.to_string();
+        let mut books = books;
+        books.values_mut().flat_map(|b| b.periods.values_mut()).for_each(rating::PeriodBook::regroup);
         let mut totals = Totals::default();
         totals.touch_all(books.keys());
-        Ok(Ledger { plans, history, failed: None, currency, pending, books, closed, seen, closed_through, totals })
+        let released = None;
+        Ok(Ledger {
+            plans,
+            history,
+            failed: None,
+            currency,
+            pending,
+            books,
+            closed,
+            seen,
+            closed_through,
+            totals,
+            released,
+            line_of: None,
+        })
     }
 
     /// Why the ledger stopped, if its history failed (the service must stop: its
@@ -312,12 +340,20 @@ impl Ledger {
                 let verdicts: Vec<ClosedVerdict<'_>> = closed
                     .verdicts
                     .iter()
-                    .map(|(id, billable, at)| ClosedVerdict { verdict_id: id, billable: *billable, decided_at: *at })
+                    .map(|(id, billable, at, line_at)| ClosedVerdict {
+                        verdict_id: id,
+                        billable: *billable,
+                        decided_at: *at,
+                        line_at: line_at.or_else(|| self.line_of.as_ref().and_then(|f| f(id))),
+                    })
                     .collect();
                 let totals = self.totals.close(&tenant, p, &closed.book);
                 let book = &closed.book;
                 let written = self.history.close(&inv, p, &verdicts, &book.charges, &book.credits, &totals);
                 self.fail_on(written);
+                if let Some(released) = &mut self.released {
+                    released.extend(closed.verdicts.iter().map(|v| v.0.clone()));
+                }
                 let c = self.closed.entry(tenant.clone()).or_default();
                 c.balance = inv.prepaid_balance;
                 c.through = Some(p);
@@ -359,16 +395,13 @@ impl Ledger {
         let mut all = Vec::new();
         for t in self.tenants() {
             for mut inv in self.invoices(&t, wm)? {
-                if inv.status == Status::Final {
-                    let p: Period = inv.period.parse().map_err(|e: period::PeriodError| StoreError::Bad {
-                        path: "invoices".into(),
-                        what: e.to_string(),
-                    })?;
-                    for line in &mut inv.lines {
-                        let (n, ids) = self.history.store().line_verdicts(&t, p, line, 0, usize::MAX >> 1)?;
-                        debug_assert_eq!(n as usize, ids.len());
-                        line.verdicts = ids;
-                    }
+                let p: Period = inv.period.parse().map_err(|e: period::PeriodError| StoreError::Bad {
+                    path: "invoices".into(),
+                    what: e.to_string(),
+                })?;
+                for line in &mut inv.lines {
+                    let (_, ids) = self.page_of(&t, p, inv.status, line, 0, usize::MAX >> 1)?;
+                    line.verdicts = ids;
                 }
                 all.push(inv);
             }
@@ -376,7 +409,7 @@ impl Ledger {
         Ok(all)
     }
 
-    /// A page of the verdicts behind line `line` of the invoice of `tenant` for
+    /// A page of the verdicts behind `line` of the invoice of `tenant` for
     /// `period`, and how many there are; `None` when there is no such line.
     pub fn line_verdicts(
         &self,
@@ -387,15 +420,50 @@ impl Ledger {
         limit: usize,
         wm: Nanos,
     ) -> Result<Option<(u64, Vec<String>)>, StoreError> {
-        let Some(inv) = self.invoices(tenant, wm)?.into_iter().find(|i| i.period == period.to_string()) else {
-            return Ok(None);
-        };
+        let Some(inv) = self.invoice(tenant, period, wm)? else { return Ok(None) };
         let Some(l) = inv.lines.get(line) else { return Ok(None) };
-        if inv.status == Status::Final {
-            return self.history.store().line_verdicts(tenant, period, l, offset, limit).map(Some);
+        self.page_of(tenant, period, inv.status, l, offset, limit).map(Some)
+    }
+
+    /// The invoice of `tenant` for `period` (final, or the draft as of `wm`), if any.
+    pub fn invoice(&self, tenant: &str, period: Period, wm: Nanos) -> Result<Option<Invoice>, StoreError> {
+        let name = period.to_string();
+        let closed = self.closed.get(tenant).and_then(|c| c.through);
+        if closed.is_some_and(|c| period <= c) {
+            return self.history.store().invoice(tenant, period);
         }
-        let page = l.verdicts.iter().skip(offset).take(limit).cloned().collect();
-        Ok(Some((l.verdicts.len() as u64, page)))
+        Ok(self.invoices(tenant, wm)?.into_iter().find(|i| i.period == name))
+    }
+
+    fn page_of(
+        &self,
+        tenant: &str,
+        period: Period,
+        status: Status,
+        line: &invoice::Line,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        use invoice::LineKind;
+        if status == Status::Final {
+            return self.history.store().line_verdicts(tenant, period, line, offset, limit);
+        }
+        let Some(book) = self.books.get(tenant).and_then(|b| b.periods.get(&period)) else {
+            return Ok((0, Vec::new()));
+        };
+        let charged = |kind| {
+            let (outcome, unit) = (line.outcome.as_deref().unwrap_or(""), line.unit_price.unwrap_or_default());
+            book.charged_verdicts((kind, outcome, unit), offset, limit)
+        };
+        let page = match line.kind {
+            LineKind::Included => charged(rating::ChargeKind::Included),
+            LineKind::Usage => charged(rating::ChargeKind::Usage),
+            LineKind::Overage => charged(rating::ChargeKind::Overage),
+            LineKind::DisputeCredit => book.credited_verdicts(rating::CreditKind::Dispute, offset, limit),
+            LineKind::RetractionCredit => book.credited_verdicts(rating::CreditKind::Retraction, offset, limit),
+            _ => return Ok((0, Vec::new())),
+        };
+        Ok((line.count, page))
     }
 
     /// What each tenant was charged per period, for the periods rated or closed since
@@ -405,9 +473,31 @@ impl Ledger {
         self.totals.take(|t| books.get(t).map(|b| &b.periods))
     }
 
+    /// From now on, keeps the ids of the verdicts whose periods close (the service
+    /// drops them from its in-memory index: the history has them, with their lines,
+    /// which `line_of` finds for verdicts that do not carry theirs).
+    pub fn track_released(&mut self, line_of: LineLookup) {
+        self.released.get_or_insert_with(Vec::new);
+        self.line_of = Some(line_of);
+    }
+
+    /// The verdicts whose periods closed since the last call.
+    pub fn take_released(&mut self) -> Vec<String> {
+        self.released.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// The disputes of `tenant`, in the order they were taken.
     pub fn disputes(&self, tenant: &str) -> &[Dispute] {
         self.books.get(tenant).map_or(&[], |b| &b.disputes)
+    }
+
+    /// Every credit given to `tenant` (closed periods from the history, open ones from
+    /// the books), by time then verdict id.
+    pub fn credits(&self, tenant: &str) -> Result<Vec<rating::Credit>, StoreError> {
+        let mut all = self.history.store().credits_between(tenant, Nanos::MIN, Nanos::MAX)?;
+        all.extend(self.books.get(tenant).into_iter().flat_map(|b| b.periods.values()).flat_map(|p| p.credits.clone()));
+        all.sort_by(|a, b| (a.at, &a.verdict_id).cmp(&(b.at, &b.verdict_id)));
+        Ok(all)
     }
 }
 

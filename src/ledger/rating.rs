@@ -28,6 +28,10 @@ pub struct Rated {
     pub amount: Decimal,
     pub cost: Decimal,
     pub decided_at: Nanos,
+    /// Where its line starts in the service's verdict file, for the history. Not
+    /// checkpointed: after a restore the service's index has it.
+    #[serde(skip)]
+    pub line_at: Option<u64>,
 }
 
 impl From<crate::verdicts::Verdict> for Rated {
@@ -42,6 +46,7 @@ impl From<crate::verdicts::Verdict> for Rated {
             amount: v.amount,
             cost: v.cost,
             decided_at: v.decided_at,
+            line_at: None,
         }
     }
 }
@@ -90,6 +95,76 @@ pub struct PeriodBook {
     pub credits: Vec<Credit>,
     /// `credit.granted` amounts with their `ts`.
     pub grants: Vec<(Nanos, Decimal)>,
+    /// The charges grouped as invoice lines, kept as charges are added, so that an
+    /// invoice of a million charges is read from a few groups. Not checkpointed:
+    /// rebuilt after a restore ([`PeriodBook::regroup`]).
+    #[serde(skip)]
+    groups: Groups,
+}
+
+/// Charges by (kind, outcome, unit price): how many, and how many of `charges` counted.
+#[derive(Clone, Debug, Default)]
+pub struct Groups {
+    upto: usize,
+    pub counts: BTreeMap<(ChargeKind, String, Decimal), u64>,
+}
+
+impl Groups {
+    fn add(&mut self, c: &Charge) {
+        // Keyed lookups without an allocation once the group exists.
+        match self.counts.iter_mut().find(|((k, o, u), _)| *k == c.kind && *o == c.outcome && *u == c.unit_price) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.counts.insert((c.kind, c.outcome.clone(), c.unit_price), 1);
+            }
+        }
+        self.upto += 1;
+    }
+}
+
+impl PeriodBook {
+    /// Adds a charge (and counts it in its group).
+    pub fn add_charge(&mut self, c: Charge) {
+        if self.groups.upto == self.charges.len() {
+            self.groups.add(&c);
+        }
+        self.charges.push(c);
+    }
+
+    /// Counts every charge in its group again (after a restore).
+    pub fn regroup(&mut self) {
+        let mut g = Groups::default();
+        self.charges.iter().for_each(|c| g.add(c));
+        self.groups = g;
+    }
+
+    /// The charges grouped as invoice lines: kept, or counted now if the book was
+    /// filled some other way.
+    pub fn groups(&self) -> std::borrow::Cow<'_, Groups> {
+        if self.groups.upto == self.charges.len() {
+            return std::borrow::Cow::Borrowed(&self.groups);
+        }
+        let mut g = Groups::default();
+        self.charges.iter().for_each(|c| g.add(c));
+        std::borrow::Cow::Owned(g)
+    }
+
+    /// A page of the verdicts charged as (kind, outcome, unit price), in rating order.
+    pub fn charged_verdicts(&self, group: (ChargeKind, &str, Decimal), offset: usize, limit: usize) -> Vec<String> {
+        let (kind, outcome, unit) = group;
+        self.charges
+            .iter()
+            .filter(|c| c.kind == kind && c.outcome == outcome && c.unit_price == unit)
+            .skip(offset)
+            .take(limit)
+            .map(|c| c.verdict_id.clone())
+            .collect()
+    }
+
+    /// A page of the verdicts credited as `kind`, in order.
+    pub fn credited_verdicts(&self, kind: CreditKind, offset: usize, limit: usize) -> Vec<String> {
+        self.credits.iter().filter(|c| c.kind == kind).skip(offset).take(limit).map(|c| c.verdict_id.clone()).collect()
+    }
 }
 
 /// Where a dispute stands.
@@ -135,11 +210,13 @@ struct Known {
     decided_at: Nanos,
     /// What it was charged, if billable.
     charge: Option<Decimal>,
+    #[serde(skip)]
+    line_at: Option<u64>,
 }
 
 impl From<StoredVerdict> for Known {
     fn from(v: StoredVerdict) -> Self {
-        Known { billable: v.billable, decided_at: v.decided_at, charge: v.charge }
+        Known { billable: v.billable, decided_at: v.decided_at, charge: v.charge, line_at: None }
     }
 }
 
@@ -157,8 +234,8 @@ pub struct TenantBook {
 /// What a closed period takes out of a tenant's book for the history.
 pub struct ClosedPeriod {
     pub book: PeriodBook,
-    /// Its verdicts: id, billable, decided_at.
-    pub verdicts: Vec<(String, bool, Nanos)>,
+    /// Its verdicts: id, billable, decided_at, where its line is (if known here).
+    pub verdicts: Vec<(String, bool, Nanos, Option<u64>)>,
 }
 
 impl TenantBook {
@@ -194,10 +271,10 @@ impl TenantBook {
                 (ChargeKind::Usage, v.amount)
             };
             let (verdict_id, outcome, decided_at) = (v.verdict_id.clone(), v.outcome, v.decided_at);
-            book.charges.push(Charge { verdict_id, outcome, kind, unit_price, decided_at });
+            book.add_charge(Charge { verdict_id, outcome, kind, unit_price, decided_at });
             charge = Some(unit_price);
         }
-        let known = Known { billable: v.billable, decided_at: v.decided_at, charge };
+        let known = Known { billable: v.billable, decided_at: v.decided_at, charge, line_at: v.line_at };
         self.verdicts.insert(v.verdict_id, known);
         Ok(())
     }
@@ -209,7 +286,7 @@ impl TenantBook {
             self.verdicts.iter().filter(|(_, k)| Period::of(k.decided_at) == p).map(|(id, _)| id.clone()).collect();
         let verdicts = ids
             .into_iter()
-            .filter_map(|id| self.verdicts.remove(&id).map(|k| (id, k.billable, k.decided_at)))
+            .filter_map(|id| self.verdicts.remove(&id).map(|k| (id, k.billable, k.decided_at, k.line_at)))
             .collect();
         ClosedPeriod { book, verdicts }
     }

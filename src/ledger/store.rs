@@ -12,6 +12,7 @@
 //! kind, outcome and price; a statement is a range by day) and SQLite answers them from
 //! indexes, with transactions, from one file, built from source with the crate.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -45,6 +46,8 @@ pub struct ClosedVerdict<'a> {
     pub verdict_id: &'a str,
     pub billable: bool,
     pub decided_at: Nanos,
+    /// Where its line starts in the service's verdict file, when the service wrote it.
+    pub line_at: Option<u64>,
 }
 
 pub struct Store {
@@ -58,14 +61,13 @@ CREATE TABLE IF NOT EXISTS invoices (
     PRIMARY KEY (tenant, period));
 CREATE TABLE IF NOT EXISTS verdicts (
     verdict_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, period INTEGER NOT NULL,
-    billable INTEGER NOT NULL, decided_at INTEGER NOT NULL);
+    billable INTEGER NOT NULL, decided_at INTEGER NOT NULL, line_at INTEGER, charge TEXT);
 CREATE INDEX IF NOT EXISTS verdicts_by_period ON verdicts (period);
 CREATE TABLE IF NOT EXISTS charges (
     tenant TEXT NOT NULL, period INTEGER NOT NULL, verdict_id TEXT NOT NULL, outcome TEXT NOT NULL,
     kind TEXT NOT NULL, unit_price TEXT NOT NULL, decided_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS charges_by_line ON charges (tenant, period, kind, outcome, unit_price, decided_at, verdict_id);
 CREATE INDEX IF NOT EXISTS charges_by_time ON charges (tenant, decided_at);
-CREATE INDEX IF NOT EXISTS charges_by_verdict ON charges (verdict_id);
 CREATE TABLE IF NOT EXISTS credits (
     tenant TEXT NOT NULL, period INTEGER NOT NULL, verdict_id TEXT NOT NULL, kind TEXT NOT NULL,
     amount TEXT NOT NULL, at INTEGER NOT NULL);
@@ -114,6 +116,15 @@ impl Store {
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .and_then(|()| s.conn.execute_batch(SCHEMA))
             .map_err(|e| s.err(e))?;
+        // Histories written before verdicts kept their place in the verdict file and their
+        // charge (then found through an index of charges by verdict).
+        for (column, ty) in [("line_at", "INTEGER"), ("charge", "TEXT")] {
+            if s.conn.prepare(&format!("SELECT {column} FROM verdicts LIMIT 0")).is_err() {
+                s.conn
+                    .execute_batch(&format!("ALTER TABLE verdicts ADD COLUMN {column} {ty}"))
+                    .map_err(|e| s.err(e))?;
+            }
+        }
         Ok(s)
     }
 
@@ -185,11 +196,19 @@ impl Store {
         {
             let mut v = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO verdicts (verdict_id, tenant, period, billable, decided_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO verdicts (verdict_id, tenant, period, billable, decided_at, line_at, charge) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(sql)?;
-            for x in verdicts {
-                v.execute(params![x.verdict_id, tenant, p, x.billable, x.decided_at]).map_err(sql)?;
+            let charged: HashMap<&str, String> =
+                charges.iter().map(|c| (c.verdict_id.as_str(), c.unit_price.to_string())).collect();
+            // In key order: the primary key's pages are filled one after another.
+            let mut sorted: Vec<&ClosedVerdict<'_>> = verdicts.iter().collect();
+            sorted.sort_unstable_by_key(|x| x.verdict_id);
+            for x in sorted {
+                let line_at = x.line_at.and_then(|a| i64::try_from(a).ok());
+                let charge = charged.get(x.verdict_id);
+                v.execute(params![x.verdict_id, tenant, p, x.billable, x.decided_at, line_at, charge]).map_err(sql)?;
             }
             let mut c = tx
                 .prepare_cached(
@@ -224,6 +243,15 @@ impl Store {
         rows.iter().map(parse).collect()
     }
 
+    /// The final invoice of `tenant` for `period`, if it is closed.
+    pub fn invoice(&self, tenant: &str, period: Period) -> Result<Option<Invoice>, StoreError> {
+        let sql = "SELECT json FROM invoices WHERE tenant = ?1 AND period = ?2";
+        let rows = self.rows(sql, params![tenant, i64::from(period.0)], |r| r.get::<_, String>(0))?;
+        let parse =
+            |json: &String| serde_json::from_str(json).map_err(|e| self.bad(format!("an invoice of {tenant}: {e}")));
+        rows.first().map(parse).transpose()
+    }
+
     /// Every tenant with a final invoice.
     pub fn tenants(&self) -> Result<Vec<String>, StoreError> {
         self.rows("SELECT DISTINCT tenant FROM invoices ORDER BY tenant", [], |r| r.get(0))
@@ -240,7 +268,8 @@ impl Store {
         limit: usize,
     ) -> Result<(u64, Vec<String>), StoreError> {
         let p = i64::from(period.0);
-        let (count_sql, page_sql, keys): (&str, &str, Vec<String>) = match line.kind {
+        // The line's count is the number of its charges (or credits): no need to count.
+        let (page_sql, keys): (&str, Vec<String>) = match line.kind {
             LineKind::Included | LineKind::Usage | LineKind::Overage => {
                 let kind = match line.kind {
                     LineKind::Included => "included",
@@ -248,7 +277,6 @@ impl Store {
                     _ => "overage",
                 };
                 (
-                    "SELECT COUNT(*) FROM charges WHERE tenant = ?1 AND period = ?2 AND kind = ?3 AND outcome = ?4 AND unit_price = ?5",
                     "SELECT verdict_id FROM charges WHERE tenant = ?1 AND period = ?2 AND kind = ?3 AND outcome = ?4 \
                      AND unit_price = ?5 ORDER BY decided_at, verdict_id LIMIT ?6 OFFSET ?7",
                     vec![
@@ -261,7 +289,6 @@ impl Store {
             LineKind::DisputeCredit | LineKind::RetractionCredit => {
                 let kind = if line.kind == LineKind::DisputeCredit { "dispute" } else { "retraction" };
                 (
-                    "SELECT COUNT(*) FROM credits WHERE tenant = ?1 AND period = ?2 AND kind = ?3",
                     "SELECT verdict_id FROM credits WHERE tenant = ?1 AND period = ?2 AND kind = ?3 \
                      ORDER BY at, verdict_id LIMIT ?4 OFFSET ?5",
                     vec![kind.to_string()],
@@ -271,11 +298,6 @@ impl Store {
         };
         let mut args: Vec<rusqlite::types::Value> = vec![tenant.to_string().into(), p.into()];
         args.extend(keys.into_iter().map(Into::into));
-        let total: i64 = self
-            .conn
-            .prepare_cached(count_sql)
-            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
-            .map_err(|e| self.err(e))?;
         args.push((limit as i64).into());
         args.push((offset as i64).into());
         let mut stmt = self.conn.prepare_cached(page_sql).map_err(|e| self.err(e))?;
@@ -283,7 +305,7 @@ impl Store {
             .query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;
         let page = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        Ok((total as u64, page))
+        Ok((line.count, page))
     }
 
     /// A verdict of a closed period, by id.
@@ -291,8 +313,9 @@ impl Store {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT v.billable, v.decided_at, c.unit_price FROM verdicts v \
-                 LEFT JOIN charges c ON c.verdict_id = v.verdict_id WHERE v.verdict_id = ?1",
+                "SELECT v.billable, v.decided_at, COALESCE(v.charge, \
+                 (SELECT c.unit_price FROM charges c WHERE v.charge IS NULL AND v.billable AND c.verdict_id = v.verdict_id)) \
+                 FROM verdicts v WHERE v.verdict_id = ?1",
             )
             .and_then(|mut s| {
                 s.query_row(params![verdict_id], |r| {
@@ -309,6 +332,17 @@ impl Store {
             None => None,
         };
         Ok(Some(StoredVerdict { billable, decided_at, charge }))
+    }
+
+    /// Where the line of a verdict of a closed period starts in the verdict file, if
+    /// it was written by the service.
+    pub fn verdict_line(&self, verdict_id: &str) -> Result<Option<u64>, StoreError> {
+        let at = self
+            .conn
+            .prepare_cached("SELECT line_at FROM verdicts WHERE verdict_id = ?1")
+            .and_then(|mut s| s.query_row(params![verdict_id], |r| r.get::<_, Option<i64>>(0)).optional())
+            .map_err(|e| self.err(e))?;
+        Ok(at.flatten().and_then(|a| u64::try_from(a).ok()))
     }
 
     /// Every verdict id of the history, for the filter that keeps a verdict from being
@@ -541,10 +575,12 @@ mod tests {
                 unit_price: Decimal::new(150, 2),
                 decided_at: day,
             };
-            let v = [ClosedVerdict { verdict_id: &id, billable: true, decided_at: day }];
+            let v = [ClosedVerdict { verdict_id: &id, billable: true, decided_at: day, line_at: Some(day as u64 * 2) }];
             h.close(&invoice(p), period, &v, &[charge], &[], &Default::default()).unwrap();
         }
         assert!(h.rated_before("v-2026-06").unwrap());
+        assert_eq!(h.store().verdict_line("v-2026-06").unwrap(), Some(4_000));
+        assert_eq!(h.store().verdict_line("v-nope").unwrap(), None);
         let line = &invoice("2026-05").lines[0];
         assert_eq!(
             h.store().line_verdicts("acme", "2026-05".parse().unwrap(), line, 0, 10).unwrap(),
@@ -556,6 +592,7 @@ mod tests {
         assert_eq!(h.forget_after(Some("2026-05".parse().unwrap())).unwrap(), 1);
         assert_eq!(h.store().invoices("acme").unwrap().len(), 1);
         assert!(!h.rated_before("v-2026-06").unwrap(), "the filter was rebuilt");
+        assert_eq!(h.store().verdict_line("v-2026-06").unwrap(), None);
         assert_eq!(h.store().verdict("v-2026-05").unwrap().unwrap().charge, Some(Decimal::new(150, 2)));
         assert_eq!(h.forget_after(None).unwrap(), 1);
         assert!(h.store().tenants().unwrap().is_empty());

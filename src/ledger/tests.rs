@@ -39,6 +39,7 @@ fn verdict(conv: &str, billable: bool, amount: &str, at: &str) -> Rated {
         amount: if billable { d(amount) } else { Decimal::ZERO },
         cost: Decimal::ZERO,
         decided_at: t(at),
+        line_at: None,
     }
 }
 
@@ -216,7 +217,14 @@ fn every_dispute_path() {
         &[("usage", 2, "1.00"), ("usage", 1, "1.50"), ("usage", 1, "3.00"), ("dispute_credit", 1, "-1.50")],
         "4.00",
     );
-    assert_eq!(inv[0].lines[3].verdicts, [verdict_id("acme", "a", OUTCOME)]);
+    let june = "2026-06".parse().unwrap();
+    let (n, ids) = l.line_verdicts("acme", june, 3, 0, 10, t("2026-06-25T00:00:00Z")).unwrap().unwrap();
+    assert_eq!((n, ids), (1, vec![verdict_id("acme", "a", OUTCOME)]));
+    let (n, ids) = l.line_verdicts("acme", june, 0, 1, 10, t("2026-06-25T00:00:00Z")).unwrap().unwrap();
+    assert_eq!((n, ids.len()), (2, 1), "a page of the usage line at 0.50");
+    let all = l.all_invoices(t("2026-06-25T00:00:00Z")).unwrap();
+    let listed: Vec<usize> = all[0].lines.iter().map(|l| l.verdicts.len()).collect();
+    assert_eq!(listed, [2, 1, 1, 1], "every line's verdicts for `verdict invoice`");
 }
 
 #[test]
@@ -360,4 +368,25 @@ fn statements_and_totals_read_open_and_closed_periods_alike() {
     let closed = l.take_charged();
     assert_eq!(closed.iter().map(|c| &c.2).collect::<Vec<_>>(), vec![&open[0].2]);
     assert_eq!(l.history().store().totals().unwrap()[0].2, open[0].2);
+}
+
+#[test]
+fn a_restored_ledger_counts_its_lines_again_and_goes_on() {
+    let mut l = ledger("[plans.p]\nincluded = { ai_resolution = 2 }\noverage = { ai_resolution = \"0.75\" }\n[tenants.acme]\nassignments = [{ plan = \"p\", from = \"2026-06\" }]\n");
+    june(&mut l, "a", 3, "0.50");
+    l.add_verdict(verdict("u", true, "2.00", "2026-06-12T11:00:00Z"));
+    l.advance(t("2026-06-13T00:00:00Z"));
+    let cfg = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(l.state(), cfg).unwrap();
+    let (snap, _): (super::LedgerSnapshot, _) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+    let mut back = Ledger::restore(Arc::new(l.plans().clone()), "USD", snap, History::in_memory().unwrap()).unwrap();
+    for l in [&mut l, &mut back] {
+        june(l, "b", 2, "0.50");
+        l.advance(t("2026-06-14T00:00:00Z"));
+    }
+    let wm = t("2026-06-14T00:00:00Z");
+    let (a, b) = (l.invoices("acme", wm).unwrap(), back.invoices("acme", wm).unwrap());
+    assert_eq!(a, b);
+    // 2 included, then 3 over at 0.75 (a2, b0, b1); `u` is over the allowance too.
+    expect(&b[0], &[("included", 2, "0.00"), ("overage", 4, "3.00")], "3.00");
 }

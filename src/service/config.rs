@@ -123,6 +123,20 @@ pub struct RunConfig {
     /// Fluvio topic dead letters are produced to, keyed by source. Off when unset.
     #[arg(long)]
     pub fluvio_dead_letter_topic: Option<String>,
+    /// Base URL of a billing platform's API to push billable verdicts to, live, as usage
+    /// events (e.g. `https://api.withorb.com`; the platform's paths are appended).
+    /// At-least-once with the platform's idempotency key (`verdict_id`); the position is
+    /// checkpointed. Off when unset.
+    #[arg(long)]
+    pub push_url: Option<String>,
+    /// The platform `push_url` speaks: `orb`, `metronome`, `lago` or `stripe`; its
+    /// documented event format and batch limit are used [default: orb].
+    #[arg(long)]
+    pub push_platform: Option<crate::export::Platform>,
+    /// Bearer token (API key) for `push_url`; also read from the environment variable
+    /// `VERDICT_PUSH_TOKEN`, which keeps it out of the config file.
+    #[arg(long)]
+    pub push_token: Option<String>,
     /// Start even when recovery finds logged input or written output missing (a log that
     /// ends before the newest checkpoint's position or is damaged inside, a checkpoint
     /// from another state directory, an output file shorter than its checkpoint
@@ -165,6 +179,7 @@ getters! {
     fluvio_endpoint: String = "127.0.0.1:9003".to_string();
     fluvio_partitions: PartitionSet = PartitionSet::All;
     fluvio_start: StartAt = StartAt::Beginning;
+    push_platform: crate::export::Platform = crate::export::Platform::Orb;
     accept_loss: bool = false;
 }
 
@@ -175,6 +190,10 @@ impl RunConfig {
 
     pub fn dead_letter(&self) -> PathBuf {
         self.dead_letter.clone().unwrap_or_else(|| self.state_dir().join("dead-letters.ndjson"))
+    }
+
+    pub fn push_token(&self) -> Option<String> {
+        self.push_token.clone().or_else(|| std::env::var("VERDICT_PUSH_TOKEN").ok()).filter(|t| !t.is_empty())
     }
 
     pub fn token(&self) -> Option<String> {
@@ -230,6 +249,9 @@ impl RunConfig {
             fluvio_start,
             fluvio_verdict_topic,
             fluvio_dead_letter_topic,
+            push_url,
+            push_platform,
+            push_token,
             accept_loss
         )
     }
@@ -315,6 +337,9 @@ mod tests {
             "fluvio_start",
             "fluvio_verdict_topic",
             "fluvio_dead_letter_topic",
+            "push_url",
+            "push_platform",
+            "push_token",
         ] {
             assert!(text.contains(&format!("{key} =")), "examples/verdict.toml does not document {key}");
         }

@@ -194,8 +194,21 @@ async fn verdict(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Some(key) = verdict_key(&id) else {
         return error(StatusCode::BAD_REQUEST, "a verdict id is 32 hex digits");
     };
-    let Some(at) = api.shared.verdicts.get(&key).map(|e| *e.value()) else {
-        return error(StatusCode::NOT_FOUND, format!("no verdict {id}"));
+    let at = match api.shared.verdicts.get(&key).map(|e| *e.value()) {
+        Some(at) => at,
+        // Verdicts of closed periods are kept in the billing history, not in memory.
+        None => {
+            let (reply, found) = oneshot::channel();
+            if api.worker.send(Control::VerdictLine { verdict_id: id.to_ascii_lowercase(), reply }).is_err() {
+                return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+            match tokio::time::timeout(Duration::from_secs(10), found).await {
+                Ok(Ok(Ok(Some(at)))) => at,
+                Ok(Ok(Ok(None))) => return error(StatusCode::NOT_FOUND, format!("no verdict {id}")),
+                Ok(Ok(Err(e))) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("the billing history: {e}")),
+                _ => return busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+            }
+        }
     };
     let path = api.shared.output_path.clone();
     let line = tokio::task::spawn_blocking(move || {

@@ -27,6 +27,7 @@ use anyhow::Context;
 use crate::engine::EngineConfig;
 use crate::rules::{sandbox, Limits};
 use crate::sinks::fluvio::{FileSink, KeyField};
+use crate::sinks::push::PushSink;
 use crate::statedir::StateDir;
 use crate::wal::Wal;
 pub use config::RunConfig;
@@ -61,6 +62,7 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     };
 
     let shared = Arc::new(Shared::new(cfg.output(), cfg.max_backlog_bytes()));
+    shared.plans.store(rules.plans.clone());
     let wal_dir = state_dir.join("wal");
     let (mut wal, cut) = match Wal::open(&wal_dir, cfg.wal_segment_bytes(), policy.accept_loss) {
         Err(e @ crate::wal::WalError::Damaged { .. }) => {
@@ -113,6 +115,23 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
         worker.add_sink(worker::SinkProgress { name: name.into(), acked: acked.clone(), dead_letters });
         let sink = FileSink { name: name.into(), path, topic, key, acked };
         sink_tasks.push(tokio::spawn(sink.run(cfg.fluvio_endpoint(), sink_stopped.clone())));
+    }
+    if let Some(url) = cfg.push_url.clone() {
+        let (out_len, _) = worker.output_lens();
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(worker.sink_start("push", out_len)));
+        worker.add_sink(worker::SinkProgress { name: "push".into(), acked: acked.clone(), dead_letters: false });
+        let plans_of = shared.clone();
+        let sink = PushSink {
+            path: cfg.output(),
+            rejected_path: cfg.state_dir().join("push-rejected.ndjson"),
+            platform: cfg.push_platform(),
+            url: url.trim_end_matches('/').to_string(),
+            token: cfg.push_token(),
+            plans: Arc::new(move || plans_of.plans.load_full()),
+            acked,
+        };
+        let stopped = sink_stopped.clone();
+        sink_tasks.push(tokio::task::spawn_blocking(move || sink.run(stopped)));
     }
     // A checkpoint right after recovery: the next restart replays nothing twice. A new
     // state directory gets one too, before any input: it pins the output files' lengths,

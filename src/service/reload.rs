@@ -76,6 +76,7 @@ impl Reloader {
         let at = format_rfc3339(now());
         let startup = ReloadResult { at: at.clone(), trigger: "startup".into(), result: "ok", error: None };
         shared.rules.store(Arc::new(status_of(&rules, Some(startup), Some(at))));
+        shared.plans.store(rules.plans.clone());
         metrics::gauge!(telemetry::RULES_OK).set(1.0);
         Reloader { dir, rhai, shared, worker, current: Mutex::new(rules) }
     }
@@ -138,6 +139,7 @@ impl Reloader {
                 );
                 metrics::counter!(telemetry::RELOADS, "result" => "ok").increment(1);
                 metrics::gauge!(telemetry::RULES_OK).set(1.0);
+                self.shared.plans.store(rules.plans.clone());
                 *current = rules;
                 loaded_at = Some(at.clone());
                 ReloadResult { at, trigger: trigger.into(), result: "ok", error: None }

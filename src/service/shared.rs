@@ -103,6 +103,8 @@ pub struct Shared {
     pub verdicts: DashMap<u128, u64>,
     pub output_path: PathBuf,
     pub rules: ArcSwap<RuleStatus>,
+    /// The plans in force (the push sink maps tenants to their `external_id` by them).
+    pub plans: ArcSwap<crate::ledger::plans::PlanBook>,
     pub sources: ArcSwap<SourcesStatus>,
     /// Bytes logged but not yet applied by the worker.
     pub backlog: AtomicU64,
@@ -136,6 +138,7 @@ impl Shared {
             verdicts: DashMap::new(),
             output_path,
             rules: ArcSwap::from_pointee(RuleStatus::default()),
+            plans: ArcSwap::from_pointee(Default::default()),
             sources: ArcSwap::from_pointee(SourcesStatus::default()),
             backlog: AtomicU64::new(0),
             max_backlog,

@@ -178,7 +178,7 @@ impl FileSink {
     }
 }
 
-fn read_at(path: &std::path::Path, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+pub(crate) fn read_at(path: &std::path::Path, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(pos))?;

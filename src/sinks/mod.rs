@@ -1,8 +1,9 @@
 //! Sinks: where verdicts and dead letters go: NDJSON to a file or stdout, and (from
-//! those files) to Fluvio topics.
+//! those files) to Fluvio topics and, as usage events, to a billing platform's API.
 
 pub mod append;
 pub mod fluvio;
+pub mod push;
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};

@@ -84,6 +84,8 @@ pub fn exercised_metrics() -> (Service, String) {
         ev("p1-3", "message.ai", "p1", &day("10:00:03"), ""),
         ev("p1-4", "resolution.confirmed", "p1", &day("10:05:00"), ""),
         ev("p2-1", "escalated", "p2", &day("11:00:00"), ""),
+        // A tenant on a plan with included outcomes, for the billing gauges.
+        ev("t1-1", "escalated", "t1", &day("11:30:00"), "").replace(r#""acme""#, r#""tenant-001""#),
         "{bad".to_string(),
     ];
     svc.post("/v1/events", &body.join("\n"));

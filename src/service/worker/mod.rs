@@ -88,6 +88,11 @@ pub enum Control {
         conversation: String,
         reply: oneshot::Sender<Option<ConversationView>>,
     },
+    /// Where the line of a verdict of a closed period is in the verdict file.
+    VerdictLine {
+        verdict_id: String,
+        reply: oneshot::Sender<Result<Option<u64>, String>>,
+    },
     Checkpoint(oneshot::Sender<Result<u64, String>>),
 }
 
@@ -256,7 +261,7 @@ impl Worker {
             }
         }
         let (out, index, touched) = (&mut self.out, &mut self.index_batch, &mut self.usage_touched);
-        self.pipeline.drain(|v| match out.write(v) {
+        self.pipeline.drain_placed(|v| match out.write(v) {
             Ok(at) => {
                 if let Some(k) = verdict_key(&v.verdict_id) {
                     index.push((k, at));
@@ -271,9 +276,11 @@ impl Worker {
                     }
                 }
                 telemetry::verdict(v);
+                Some(at)
             }
             Err(e) => {
                 io_err.get_or_insert(e);
+                None
             }
         });
         if let Some(e) = io_err {
@@ -296,6 +303,12 @@ impl Worker {
             }
         }
         if let Some(ledger) = self.pipeline.ledger.as_mut() {
+            // Closed periods' verdicts are found through the history from now on.
+            for id in ledger.take_released() {
+                if let Some(k) = verdict_key(&id) {
+                    self.shared.verdicts.remove(&k);
+                }
+            }
             self.shared.publish_charged(ledger.take_charged());
         }
         self.counters.publish();
@@ -428,6 +441,7 @@ impl Worker {
         metrics::gauge!(telemetry::TIMERS).set(report.timers.values().sum::<u64>() as f64);
         metrics::gauge!(telemetry::BUFFERED).set(report.buffered_events as f64);
         metrics::gauge!(telemetry::BACKLOG).set(self.shared.backlog.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(telemetry::INDEXED).set(self.shared.verdicts.len() as f64);
         let lateness = e.watermark().lateness();
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         for src in e.watermark().sources() {
@@ -440,6 +454,9 @@ impl Worker {
         }
         self.shared.sources.store(Arc::new(SourcesStatus::of(e.watermark(), &self.live)));
         let wm = e.watermark().current();
+        if let Some(ledger) = &self.pipeline.ledger {
+            telemetry::billing(&ledger.gauges(wm), e.rules().currency());
+        }
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
             let lag = timestamp::now().saturating_sub(wm);
@@ -493,6 +510,10 @@ impl Worker {
                     }
                     Ok(Control::Conversation { tenant, conversation, reply }) => {
                         let _ = reply.send(self.pipeline.engine.conversation_view(&tenant, &conversation));
+                    }
+                    Ok(Control::VerdictLine { verdict_id, reply }) => {
+                        let at = self.ledger().history().store().verdict_line(&verdict_id);
+                        let _ = reply.send(at.map_err(|e| e.to_string()));
                     }
                     Ok(Control::Checkpoint(reply)) => {
                         let r = self.checkpoint().map_err(|e| format!("{e:#}"));

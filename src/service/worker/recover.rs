@@ -270,6 +270,10 @@ impl Worker {
         let closed_totals = ledger.history().store().totals().context("reading the billing history")?;
         shared.publish_charged(closed_totals);
         shared.publish_charged(ledger.take_charged());
+        let index = shared.clone();
+        ledger.track_released(Box::new(move |id| {
+            crate::service::shared::verdict_key(id).and_then(|k| index.verdicts.get(&k).map(|e| *e.value()))
+        }));
         let mut pipeline = Pipeline::new(engine, Vec::new());
         pipeline.summary.usage = usage;
         pipeline.ledger = Some(ledger);
