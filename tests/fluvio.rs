@@ -153,6 +153,33 @@ fn two_instances_classify_a_topic_through_a_crash() {
         let sum = billable_count(&a.get(&q).1) + billable_count(&b.get(&q).1);
         assert_eq!(sum, *n, "billable verdicts of {tenant} over both instances");
     }
+
+    // Invoices: what both instances decided, rated together (from their files, and from
+    // the verdict topic with its at-least-once duplicates), is what one instance gives.
+    let (one_path, two_path) = (tmp.path().join("one.json"), tmp.path().join("two.json"));
+    verdict(&["invoice", "--output", one_path.to_str().unwrap(), file.to_str().unwrap(), sent.to_str().unwrap()]);
+    let one = std::fs::read_to_string(&one_path).unwrap();
+    let until = lines(&file)
+        .iter()
+        .chain(&s)
+        .filter_map(|l| verdict::timestamp::parse_rfc3339(serde_json::from_str::<Value>(l).ok()?["ts"].as_str()?).ok())
+        .max()
+        .map(verdict::timestamp::format_rfc3339)
+        .unwrap();
+    let (none, topic) = (tmp.path().join("none.ndjson"), tmp.path().join("topic.ndjson"));
+    std::fs::write(&none, "").unwrap();
+    std::fs::write(&topic, records.join("\n") + "\n").unwrap();
+    for from in [vec![a.output(), b.output()], vec![topic]] {
+        let mut args: Vec<String> = vec!["invoice".into(), "--output".into(), two_path.display().to_string()];
+        for f in &from {
+            args.extend(["--verdicts".to_string(), f.display().to_string()]);
+        }
+        args.extend(["--until".to_string(), until.clone(), none.display().to_string()]);
+        verdict(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let two = std::fs::read_to_string(&two_path).unwrap();
+        assert!(one == two, "invoices from {from:?} differ from one instance's:\n{two}\n---\n{one}");
+    }
+    assert!(one.contains("\"final\"") || one.contains("\"draft\""), "{one}");
     assert_eq!(a.stop(), Some(0));
     assert_eq!(b.stop(), Some(0));
 }
