@@ -5,7 +5,6 @@
 
 use rust_decimal::Decimal;
 
-use super::invoice::Status;
 use super::period::Period;
 use super::rating::{ChargeKind, CreditKind};
 use super::Ledger;
@@ -66,14 +65,8 @@ impl Ledger {
             .iter()
             .map(|(outcome, n)| (outcome.clone(), n.saturating_sub(used.get(outcome).copied().unwrap_or(0))))
             .collect();
-        g.open_total = match self.invoices(tenant, wm) {
-            Ok(all) => all
-                .iter()
-                .rev()
-                .find(|i| i.status == Status::Draft && i.period == p.to_string())
-                .map_or(Decimal::ZERO, |i| i.total),
-            Err(_) => Decimal::ZERO,
-        };
+        let current = p.to_string();
+        g.open_total = self.drafts(tenant, wm).iter().find(|i| i.period == current).map_or(Decimal::ZERO, |i| i.total);
         g
     }
 }

@@ -373,20 +373,27 @@ impl Ledger {
     /// Every invoice of `tenant`: the final ones, then the draft of each open period
     /// up to `wm`'s, as if it closed now.
     pub fn invoices(&self, tenant: &str, wm: Nanos) -> Result<Vec<Invoice>, StoreError> {
-        let closed = self.closed.get(tenant).cloned().unwrap_or_default();
         let mut out = self.history.store().invoices(tenant)?;
+        out.extend(self.drafts(tenant, wm));
+        Ok(out)
+    }
+
+    /// The drafts of `tenant`'s open periods up to `wm`'s, each drawing on the prepaid
+    /// balance the one before left.
+    pub fn drafts(&self, tenant: &str, wm: Nanos) -> Vec<Invoice> {
         if wm == Nanos::MIN {
-            return Ok(out);
+            return Vec::new();
         }
+        let closed = self.closed.get(tenant).cloned().unwrap_or_default();
         let mut balance = closed.balance;
-        for p in
-            self.invoiced_periods(tenant, Period::of(wm)).into_iter().filter(|p| closed.through.is_none_or(|d| *p > d))
-        {
+        let open =
+            self.invoiced_periods(tenant, Period::of(wm)).into_iter().filter(|p| closed.through.is_none_or(|d| *p > d));
+        open.map(|p| {
             let inv = self.invoice_with(tenant, p, balance, Status::Draft);
             balance = inv.prepaid_balance;
-            out.push(inv);
-        }
-        Ok(out)
+            inv
+        })
+        .collect()
     }
 
     /// Every tenant's invoices, by tenant then period, each line with all its verdicts

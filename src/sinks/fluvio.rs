@@ -22,10 +22,9 @@ use std::time::Duration;
 use fluvio::dataplane::record::RecordData;
 use fluvio::{Fluvio, RecordKey, TopicProducerConfigBuilder, TopicProducerPool};
 
+use super::{complete_lines, read_at, CHUNK};
 use crate::telemetry;
 
-/// Most bytes shipped per round.
-const CHUNK: usize = 1 << 20;
 /// How often the file is looked at when nothing is new (one `stat`; it bounds the
 /// latency a sink adds).
 const IDLE_POLL: Duration = Duration::from_millis(5);
@@ -62,14 +61,6 @@ pub fn key_of(field: KeyField, line: &[u8]) -> Option<Vec<u8>> {
         KeyField::Conversation => k.conversation.or(k.subject),
     }?;
     Some(v.into_owned().into_bytes())
-}
-
-/// The complete lines at the start of `buf` (without their newlines) and how many bytes
-/// they take with their newlines; a line still being written is left for later.
-pub fn complete_lines(buf: &[u8]) -> (impl Iterator<Item = &[u8]>, usize) {
-    let used = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
-    let lines = buf[..used].split(|&b| b == b'\n').filter(|l| !l.is_empty());
-    (lines, used)
 }
 
 /// One file shipped to one topic.
@@ -176,15 +167,6 @@ impl FileSink {
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-pub(crate) fn read_at(path: &std::path::Path, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    f.seek(SeekFrom::Start(pos))?;
-    buf.clear();
-    f.take(CHUNK as u64).read_to_end(buf)?;
-    Ok(())
 }
 
 /// Produces NDJSON lines to `topic`, each keyed by `key`; returns how many were sent.
@@ -304,14 +286,5 @@ mod tests {
         assert_eq!(key_of(KeyField::Conversation, ce).unwrap(), b"c9");
         assert_eq!(key_of(KeyField::Tenant, b"not json"), None);
         assert_eq!(key_of(KeyField::Tenant, br#"{"tenant":5}"#), None);
-    }
-
-    #[test]
-    fn only_complete_lines_are_shipped() {
-        let (lines, used) = complete_lines(b"a\nbb\n\ncc");
-        assert_eq!(lines.collect::<Vec<_>>(), [&b"a"[..], b"bb"]);
-        assert_eq!(used, 6);
-        let (lines, used) = complete_lines(b"partial");
-        assert_eq!((lines.count(), used), (0, 0));
     }
 }

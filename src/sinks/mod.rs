@@ -67,3 +67,39 @@ impl NdjsonSink {
         self.out.flush()
     }
 }
+
+/// Most bytes a file-shipping sink (Fluvio, push) reads per round.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// The complete lines at the start of `buf` (without their newlines) and how many bytes
+/// they take with their newlines; a line still being written is left for later.
+pub fn complete_lines(buf: &[u8]) -> (impl Iterator<Item = &[u8]>, usize) {
+    let used = memchr::memrchr(b'\n', buf).map_or(0, |i| i + 1);
+    let lines = buf[..used].split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    (lines, used)
+}
+
+/// Reads up to [`CHUNK`] bytes of `path` from `pos` into `buf`: what a file-shipping
+/// sink sends next.
+pub(crate) fn read_at(path: &std::path::Path, pos: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(pos))?;
+    buf.clear();
+    f.take(CHUNK as u64).read_to_end(buf)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_lines_are_shipped() {
+        let (lines, used) = complete_lines(b"a\nbb\n\ncc");
+        assert_eq!(lines.collect::<Vec<_>>(), [&b"a"[..], b"bb"]);
+        assert_eq!(used, 6);
+        let (lines, used) = complete_lines(b"partial");
+        assert_eq!((lines.count(), used), (0, 0));
+    }
+}

@@ -21,8 +21,6 @@ use crate::export::{usage_from_line, Item, Platform, Request};
 use crate::ledger::plans::PlanBook;
 use crate::telemetry;
 
-/// Most bytes of the verdict file read per round.
-const CHUNK: usize = 1 << 20;
 const IDLE_POLL: Duration = Duration::from_millis(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -65,7 +63,7 @@ impl PushSink {
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("verdict/", env!("CARGO_PKG_VERSION")))
             .build();
-        let mut buf = Vec::with_capacity(CHUNK);
+        let mut buf = Vec::with_capacity(super::CHUNK);
         let mut backoff = FIRST_BACKOFF;
         let mut failing = false;
         let grace = Duration::from_secs(10);
@@ -90,7 +88,7 @@ impl PushSink {
                 std::thread::sleep(IDLE_POLL);
                 continue;
             }
-            if let Err(e) = super::fluvio::read_at(&self.path, pos, &mut buf) {
+            if let Err(e) = super::read_at(&self.path, pos, &mut buf) {
                 tracing::warn!("push: cannot read {}: {e}", self.path.display());
                 std::thread::sleep(backoff);
                 continue;
@@ -121,7 +119,7 @@ impl PushSink {
     /// On failure: why, the platform's `Retry-After`, and whether requests before the
     /// failing one were delivered.
     fn push_chunk(&self, agent: &ureq::Agent, pos: u64, buf: &[u8]) -> Result<(), (String, Option<Duration>, bool)> {
-        let (_, used) = super::fluvio::complete_lines(buf);
+        let (_, used) = super::complete_lines(buf);
         if used == 0 {
             std::thread::sleep(IDLE_POLL);
             return Ok(());
