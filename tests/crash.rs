@@ -95,7 +95,7 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
     // at random moments in between. A 200 means durable, so the verdicts must still be
     // exactly those of one replay, each once, and the invoices those of `verdict invoice`.
     let tmp = tempfile::tempdir().unwrap();
-    let all = with_billing(&common::events(tmp.path(), 1500, 12));
+    let all = common::with_billing(&common::events(tmp.path(), 1500, 12));
     let full = tmp.path().join("full.ndjson");
     std::fs::write(&full, &all).unwrap();
     let (want, _) = common::expected(tmp.path(), &full);
@@ -163,6 +163,25 @@ fn sigkill_during_http_ingest_loses_nothing_acknowledged() {
             svc.get(&format!("/v1/invoices?tenant={tenant}")).1.as_array().unwrap().iter().map(summary).collect();
         assert_eq!(got, want, "invoices of {tenant} after 20 SIGKILLs");
     }
+    // The credit log: each credit of the invoices once, with its verdict's line whole.
+    let credited: u64 = clean
+        .iter()
+        .flat_map(|i| i["lines"].as_array().unwrap())
+        .filter(|l| l["kind"] == "dispute_credit")
+        .map(|l| l["count"].as_u64().unwrap())
+        .sum();
+    let log = common::ndjson(&svc.state().join("credits.ndjson"));
+    let ids: std::collections::BTreeSet<&str> = log.iter().map(|c| c["verdict_id"].as_str().unwrap()).collect();
+    assert_eq!((log.len() as u64, ids.len() as u64), (credited, credited), "credit log after 20 SIGKILLs");
+    let verdicts: std::collections::HashMap<String, Value> = want
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["verdict_id"].as_str().unwrap().to_string(), v))
+        .collect();
+    for c in &log {
+        let id = c["verdict_id"].as_str().unwrap();
+        assert_eq!(Some(&c["verdict"]), verdicts.get(id), "the credit log carries its verdict whole: {c}");
+    }
     assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
 }
 
@@ -175,67 +194,6 @@ fn summary(i: &Value) -> Value {
         .map(|l| serde_json::json!([l["kind"], l["outcome"], l["unit_price"], l["count"], l["amount"]]))
         .collect();
     serde_json::json!([i["number"], i["status"], i["plan"], lines, i["total"], i["prepaid_balance"]])
-}
-
-/// The stream with billing events among it: every 10 lines, a dispute of the
-/// conversation that went quiet longest ago (more than 25 hours of event time, so its
-/// verdict is decided), then its accept 25 lines later; a dispute right after an event
-/// of a conversation still open (refused: nothing decided yet); prepaid grants.
-fn with_billing(all: &[u8]) -> Vec<u8> {
-    use std::collections::{BTreeMap, VecDeque};
-    let ts_of = |s: &str| verdict::timestamp::parse_rfc3339(s).unwrap_or(0);
-    let mut out = Vec::new();
-    // Last event time of each conversation, and the conversations in order of it.
-    let mut last: BTreeMap<(String, String), i64> = BTreeMap::new();
-    let mut disputed: VecDeque<(usize, String, String)> = VecDeque::new();
-    let day_and_more = 25 * 3_600 * 1_000_000_000i64;
-    for (i, line) in all.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        out.extend_from_slice(line);
-        out.push(b'\n');
-        let Ok(v) = serde_json::from_slice::<Value>(line) else { continue };
-        let (Some(tenant), Some(conv), Some(ts)) = (v["tenant"].as_str(), v["conversation"].as_str(), v["ts"].as_str())
-        else {
-            continue;
-        };
-        let now = ts_of(ts);
-        last.insert((tenant.to_string(), conv.to_string()), now);
-        let line = |id: String, kind: &str, tenant: &str, conv: &str, attrs: &str| {
-            format!(
-                r#"{{"id":"{id}","type":"{kind}","tenant":"{tenant}","conversation":"{conv}","ts":"{ts}","attrs":{attrs}}}"#
-            )
-        };
-        let opened = r#"{"outcome":"ai_resolution","reason":"no"}"#;
-        let mut add = Vec::new();
-        if i % 10 == 7 {
-            let quiet =
-                last.iter().filter(|(_, t)| **t + day_and_more < now).min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
-            if let Some((t, c)) = quiet {
-                last.remove(&(t.clone(), c.clone()));
-                add.push(line(format!("d{i}"), "dispute.opened", &t, &c, opened));
-                disputed.push_back((i, t, c));
-            }
-        }
-        if disputed.front().is_some_and(|(at, _, _)| at + 25 <= i) {
-            let (_, t, c) = disputed.pop_front().unwrap();
-            add.push(line(format!("a{i}"), "dispute.accepted", &t, &c, r#"{"outcome":"ai_resolution"}"#));
-        }
-        if i % 40 == 21 {
-            add.push(line(format!("r{i}"), "dispute.opened", tenant, conv, opened));
-        }
-        if i % 97 == 3 {
-            add.push(line(format!("g{i}"), "credit.granted", tenant, "-", r#"{"amount":"3.50"}"#));
-        }
-        for l in add {
-            out.extend_from_slice(l.as_bytes());
-            out.push(b'\n');
-        }
-    }
-    // A second sentinel, 10 s after the first: the service's watermark then passes the
-    // month the first one opened, as the replay's end of input does.
-    let later = r#"{"id":"sentinel-2","type":"message.customer","tenant":"zz-sentinel","conversation":"s","ts":"2030-01-01T00:00:10Z"}"#;
-    out.extend_from_slice(later.as_bytes());
-    out.push(b'\n');
-    out
 }
 
 #[test]

@@ -2,8 +2,10 @@
 //! 127.0.0.1 checks every request against the platform's format (path, auth, body,
 //! batch limit), answers 500 and 429 (with `Retry-After`) at times, sometimes after
 //! keeping the events (a lost answer), and restarts once; the service is killed with
-//! SIGKILL mid-stream and started again. Every billable verdict must arrive, nothing
-//! else, and duplicates only as the same idempotency key.
+//! SIGKILL mid-stream and started again. The stream carries disputes, some accepted:
+//! every billable verdict must arrive, and every credit as the platform's correction
+//! after its verdict's event, nothing else, and duplicates only as the same idempotency
+//! key. What must arrive is what `verdict export` makes of the same stream.
 
 mod common;
 
@@ -22,6 +24,8 @@ struct Got {
     requests: u64,
     /// Idempotency key -> how many times the platform kept it.
     keys: BTreeMap<String, u32>,
+    /// Idempotency keys in the order they were first kept.
+    order: Vec<String>,
     /// Tenant -> the customer ids its events carried.
     customers: BTreeMap<String, BTreeSet<String>>,
     /// Requests that broke the format, with why.
@@ -118,7 +122,8 @@ fn serve(conn: TcpStream, n: u64, platform: &str, got: &Mutex<Got>) {
         let text = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n{extra}\r\n{{}}");
         let _ = (&conn).write_all(text.as_bytes());
     };
-    let fail = fault(n);
+    // Stripe takes one event per request: as many faults per event would only slow it.
+    let fail = if platform == "stripe" { fault(n / 6).filter(|_| n.is_multiple_of(6)) } else { fault(n) };
     if let Some((status, false)) = fail {
         return answer(status, if status == 429 { "Retry-After: 1\r\n" } else { "" });
     }
@@ -132,8 +137,14 @@ fn serve(conn: TcpStream, n: u64, platform: &str, got: &Mutex<Got>) {
     {
         let mut g = got.lock().unwrap();
         for (key, tenant, customer) in events {
-            *g.keys.entry(key).or_default() += 1;
-            g.customers.entry(tenant).or_default().insert(customer);
+            let n = g.keys.entry(key.clone()).or_default();
+            *n += 1;
+            if *n == 1 {
+                g.order.push(key);
+            }
+            if !tenant.is_empty() {
+                g.customers.entry(tenant).or_default().insert(customer);
+            }
         }
     }
     match fail {
@@ -143,7 +154,8 @@ fn serve(conn: TcpStream, n: u64, platform: &str, got: &Mutex<Got>) {
 }
 
 /// The events of a request as (idempotency key, tenant, customer), or why it is not in
-/// the platform's documented format.
+/// the platform's documented format. A correction is `credit:<verdict_id>` with no
+/// tenant.
 fn check(
     platform: &str,
     method: &str,
@@ -155,6 +167,28 @@ fn check(
         return Err(format!("authorization {:?}", headers.get("authorization")));
     }
     match platform {
+        "orb" if method == "PUT" => {
+            let id = path.strip_prefix("/v1/events/").and_then(|p| p.strip_suffix("/deprecate"));
+            match id {
+                Some(id) if body.is_empty() && !id.is_empty() => {
+                    Ok(vec![(format!("credit:{}", decode(id)), String::new(), String::new())])
+                }
+                _ => Err("not PUT /v1/events/{id}/deprecate without a body".into()),
+            }
+        }
+        "stripe" if path == "/v1/billing/meter_event_adjustments" => {
+            let form: BTreeMap<String, String> =
+                body.split('&').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (decode(k), decode(v))).collect();
+            let f = |k: &str| form.get(k).cloned().ok_or(format!("no {k}"));
+            let key = format!("credit:{}", f("cancel[identifier]")?);
+            if method != "POST" || f("type")? != "cancel" || f("event_name")? != "ai_resolution" {
+                return Err("not a POST of a cancel of ai_resolution".into());
+            }
+            if headers.get("idempotency-key") != Some(&key) {
+                return Err(format!("Idempotency-Key {:?}, not {key}", headers.get("idempotency-key")));
+            }
+            Ok(vec![(key, String::new(), String::new())])
+        }
         "orb" => {
             if (method, path) != ("POST", "/v1/ingest") {
                 return Err("not POST /v1/ingest".into());
@@ -219,18 +253,36 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Pushes a generated stream to a receiver speaking `platform`, killing the service
-/// once mid-stream; checks what arrived.
+/// What `verdict export` sends of `input`: the idempotency keys of the usage events and
+/// of the corrections.
+fn exported(dir: &std::path::Path, platform: &str, input: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = dir.join(format!("export-{platform}.ndjson"));
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(common::root())
+        .args(["export", "--to", platform, "--dead-letter", "/dev/null", "--output"])
+        .arg(&out)
+        .arg(input)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let keys = common::ndjson(&out)
+        .iter()
+        .flat_map(|r| r["idempotency_keys"].as_array().unwrap().clone())
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect::<BTreeSet<String>>();
+    keys.into_iter().partition(|k| !k.starts_with("credit:"))
+}
+
+/// Pushes a generated stream with disputes to a receiver speaking `platform`, killing
+/// the service once mid-stream; checks what arrived.
 fn pushes_every_billable_verdict(platform: &'static str, conversations: u32) {
     let tmp = tempfile::tempdir().unwrap();
-    let (all, _, (want, _)) = common::replayed_stream(tmp.path(), conversations, 7);
-    let billable: BTreeSet<String> = want
-        .iter()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["billable"] == true)
-        .map(|v| v["verdict_id"].as_str().unwrap().to_string())
-        .collect();
+    let all = common::with_billing(&common::events(tmp.path(), conversations, 7));
+    let full = tmp.path().join("full.ndjson");
+    std::fs::write(&full, &all).unwrap();
+    let (billable, credits) = exported(tmp.path(), platform, &full);
     assert!(billable.len() > 50, "{} billable verdicts", billable.len());
+    assert!(credits.len() > 3, "{} credits", credits.len());
     let rx = Receiver::start(platform);
     let url = format!("http://127.0.0.1:{}/", rx.port);
     let args = [
@@ -259,24 +311,37 @@ fn pushes_every_billable_verdict(platform: &'static str, conversations: u32) {
             svc.spawn(&[("VERDICT_PUSH_TOKEN", "test-key")]);
         }
     }
-    let started = Instant::now();
+    let want: BTreeSet<String> = billable.union(&credits).cloned().collect();
+    // Stripe takes one event per request, and the faults slow it: what counts is that
+    // the push keeps moving.
+    let (mut moved_at, mut had) = (Instant::now(), 0);
     loop {
         let got: BTreeSet<String> = rx.got.lock().unwrap().keys.keys().cloned().collect();
-        if billable.is_subset(&got) {
+        if want.is_subset(&got) {
             break;
         }
-        let missing = billable.difference(&got).count();
+        if got.len() > had {
+            (moved_at, had) = (Instant::now(), got.len());
+        }
+        let missing: Vec<&String> = want.difference(&got).take(5).collect();
         assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{missing} billable verdicts never arrived:\n{}",
+            moved_at.elapsed() < Duration::from_secs(30),
+            "{} billable verdicts or credits never arrived (first: {missing:?}); nothing new for 30 s:\n{}",
+            want.difference(&got).count(),
             svc.stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let g = rx.got.lock().unwrap();
     assert!(g.bad.is_empty(), "requests out of format:\n{}", g.bad.join("\n---\n"));
-    let extra: Vec<&String> = g.keys.keys().filter(|k| !billable.contains(*k)).collect();
-    assert!(extra.is_empty(), "pushed but not billable verdicts: {extra:?}");
+    let extra: Vec<&String> = g.keys.keys().filter(|k| !want.contains(*k)).collect();
+    assert!(extra.is_empty(), "pushed but neither billable verdicts nor credits: {extra:?}");
+    // A platform can only correct an event it has: each credit came after its verdict.
+    let first: BTreeMap<&String, usize> = g.order.iter().enumerate().map(|(i, k)| (k, i)).collect();
+    for c in &credits {
+        let usage = c.strip_prefix("credit:").unwrap().to_string();
+        assert!(first[&usage] < first[c], "the correction {c} arrived before its usage event");
+    }
     let again = g.keys.values().filter(|n| **n > 1).count();
     assert!(g.requests > 4, "the receiver's restart was reached ({} requests)", g.requests);
     // The plans map tenant-001 to its id in the platform; the others go by tenant id.
@@ -286,8 +351,9 @@ fn pushes_every_billable_verdict(platform: &'static str, conversations: u32) {
     }
     assert!(g.customers.contains_key("tenant-001"));
     eprintln!(
-        "{platform}: {} billable verdicts arrived in {} requests; {again} sent more than once (same key)",
+        "{platform}: {} billable verdicts and {} credits arrived in {} requests; {again} sent more than once (same key)",
         billable.len(),
+        credits.len(),
         g.requests
     );
     drop(g);
@@ -302,5 +368,5 @@ fn orb_gets_every_billable_verdict_through_faults_a_restart_and_a_crash() {
 
 #[test]
 fn stripe_gets_every_billable_verdict_one_request_each() {
-    pushes_every_billable_verdict("stripe", 600);
+    pushes_every_billable_verdict("stripe", 1_500);
 }

@@ -194,13 +194,12 @@ fn a_shortened_verdict_file_is_reported_not_appended_to() {
     assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
 }
 
-#[test]
-fn a_state_directory_of_the_previous_release_is_recovered_and_goes_on() {
-    // Written by the previous release (checkpoint format 2, log entries from before
-    // sources said they were caught up): the first 400 events of the sample posted, a
-    // clean stop, 200 more posted, then SIGKILL, so the log holds entries after the
-    // checkpoint.
-    let fixture = common::root().join("tests/fixtures/state-v2");
+/// A state directory written by an earlier release (checkpoint `format`): the first
+/// 400 events of the sample posted, a clean stop, 200 more posted, then SIGKILL, so the
+/// log holds entries after the checkpoint. It must be recovered and go on as if it had
+/// been this release's all along.
+fn upgrade_from(fixture: &str, format: u32) {
+    let fixture = common::root().join("tests/fixtures").join(fixture);
     let tmp = tempfile::tempdir().unwrap();
     let sample = std::fs::read_to_string(common::root().join("examples/sample.ndjson")).unwrap();
     let sentinel = r#"{"id":"sentinel","type":"conversation.started","tenant":"zz","conversation":"s","ts":"2030-01-01T00:00:00Z"}"#;
@@ -209,11 +208,25 @@ fn a_state_directory_of_the_previous_release_is_recovered_and_goes_on() {
     std::fs::write(&input, all.join("\n") + "\n").unwrap();
     let (want, _) = common::expected(tmp.path(), &input);
     let mut svc = Service::start_on(&ARGS, &fixture);
-    assert!(svc.stderr().contains("of format 2 (an upgrade)"), "{}", svc.stderr());
+    assert!(svc.stderr().contains(&format!("of format {format} (an upgrade)")), "{}", svc.stderr());
     post_all(&svc, all[600..].join("\n").as_bytes());
     wait_for_verdicts(&svc, want.len());
     assert_eq!(svc.stop(), Some(0), "{}", svc.stderr());
     diff("verdicts across the upgrade", &once(&svc.output()), &want);
+    assert!(svc.state().join("credits.ndjson").exists(), "the credit log is started");
+}
+
+#[test]
+fn a_state_directory_of_format_2_is_recovered_and_goes_on() {
+    // Format 2: no state directory id, log entries from before sources said they were
+    // caught up, no billing in the service.
+    upgrade_from("state-v2", 2);
+}
+
+#[test]
+fn a_state_directory_of_format_3_is_recovered_and_goes_on() {
+    // Format 3: billing in the service, no credit log.
+    upgrade_from("state-v3", 3);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! One line of verdict NDJSON (SPEC 2) read back as a [`Usage`], for a sink that ships
 //! the service's verdict file: `None` for a verdict that is not billable, a
-//! [`LineError`] naming the field for a line that is not a verdict. Strings are borrowed
+//! [`LineError`] naming the field for a line that is not a verdict; and a line of the
+//! credit log as the [`Correction`] of its verdict's usage event. Strings are borrowed
 //! from the line when they hold no escapes; nothing else is allocated.
 
 use std::borrow::Cow;
@@ -8,7 +9,8 @@ use std::borrow::Cow;
 use rust_decimal::Decimal;
 use serde_json::value::RawValue;
 
-use super::Usage;
+use super::{Correction, Usage};
+use crate::ledger::credit_log::CreditLine;
 use crate::ledger::plans::PlanBook;
 use crate::timestamp::parse_rfc3339;
 
@@ -119,9 +121,22 @@ pub fn usage_from_line<'a>(line: &'a str, plans: &'a PlanBook) -> Result<Option<
     }))
 }
 
+/// Builds the correction of one line of the credit log
+/// ([`crate::ledger::credit_log`]): the usage event of the verdict it carries, undone.
+/// `None` when the credit carries no verdict (it could not be read when the credit was
+/// given) or the verdict is not billable.
+pub fn correction_from_line<'a>(line: &'a str, plans: &'a PlanBook) -> Result<Option<Correction<'a>>, LineError> {
+    let c: CreditLine<'a> = serde_json::from_str(line.trim_end()).map_err(|e| LineError::Json(e.to_string()))?;
+    let Some(verdict) = c.verdict.filter(|v| v.get() != "null") else { return Ok(None) };
+    let at = parse_rfc3339(&c.at).map_err(|e| LineError::Invalid { field: "at", why: e.to_string() })?;
+    let usage = usage_from_line(verdict.get(), plans)?;
+    Ok(usage.map(|usage| Correction { usage, kind: c.kind, credited: c.amount, at }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::rating::CreditKind;
 
     const LINE: &str = r#"{"verdict_id":"dcaa39eb45de2ba7528d29c6eedd1413","outcome":"ai_resolution","tenant":"acme","conversation":"c-\"1\"","billable":true,"reason":"resolved","tier":2,"amount":"1.50","currency":"USD","cost":"0.0123","decided_at":"2026-06-12T10:00:00.5Z","rule_version":"abc","events":["e1","e2"]}"#;
 
@@ -129,6 +144,27 @@ mod tests {
         let text =
             "[tenants.acme]\nassignments = [ { plan = \"payg\", from = \"2026-01\" } ]\nexternal_id = \"cus_acme\"\n";
         PlanBook::parse(text, &["ai_resolution"]).unwrap()
+    }
+
+    #[test]
+    fn a_credit_log_line_is_the_correction_of_its_verdict() {
+        let plans = plans();
+        let credit = format!(
+            r#"{{"verdict_id":"dcaa39eb45de2ba7528d29c6eedd1413","tenant":"acme","kind":"retraction","amount":"0.75","at":"2026-06-20T00:00:00Z","verdict_line":7,"verdict":{LINE}}}"#
+        );
+        let c = correction_from_line(&credit, &plans).unwrap().unwrap();
+        assert_eq!(
+            (c.usage.verdict_id.as_ref(), c.usage.customer.as_ref()),
+            ("dcaa39eb45de2ba7528d29c6eedd1413", "cus_acme")
+        );
+        assert_eq!(
+            (c.kind, c.credited, c.at),
+            (CreditKind::Retraction, Decimal::new(75, 2), 1_781_913_600_000_000_000)
+        );
+        let lost = credit.replace(LINE, "null");
+        assert_eq!(correction_from_line(&lost, &plans).unwrap(), None, "no verdict: nothing to correct");
+        let bad = credit.replace(r#""at":"2026-06-20T00:00:00Z""#, r#""at":"June""#);
+        assert_eq!(correction_from_line(&bad, &plans).unwrap_err().field(), Some("at"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use rust_decimal::Decimal;
 use crate::ledger::rating::CreditKind;
 use crate::timestamp::Nanos;
 
-pub use line::{usage_from_line, LineError};
+pub use line::{correction_from_line, usage_from_line, LineError};
 
 /// A billing platform verdict exports to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@
 //! numbered invoice that drew on the prepaid balance; the open period has a draft.
 
 pub mod billing;
+pub mod credit_log;
 pub mod gauges;
 pub mod invoice;
 pub mod period;
@@ -117,6 +118,9 @@ pub struct Ledger {
     /// Where a verdict's line is in the service's verdict file, for those rated before a
     /// restore (the others carry it).
     line_of: Option<LineLookup>,
+    /// The credits given since the last [`Ledger::take_credits`], with their tenants,
+    /// when someone asked to hear of them.
+    given: Option<Vec<(String, rating::Credit)>>,
 }
 
 /// Finds a verdict's line in the service's verdict file, by verdict id.
@@ -144,6 +148,7 @@ impl Ledger {
             totals: Totals::default(),
             released: None,
             line_of: None,
+            given: None,
         }
     }
 
@@ -206,6 +211,7 @@ impl Ledger {
             totals,
             released,
             line_of: None,
+            given: None,
         })
     }
 
@@ -270,7 +276,17 @@ impl Ledger {
             self.totals.touch(p.key().3);
             let done = match p {
                 Pending::Verdict(v) => book_of(&mut self.books, &v.tenant).rate(plans, *v, history),
-                Pending::Billing(e) => book_of(&mut self.books, &e.tenant).apply(plans, &e, history),
+                Pending::Billing(e) => {
+                    let book = book_of(&mut self.books, &e.tenant);
+                    let credits = |b: &TenantBook| b.periods.get(&Period::of(e.ts)).map_or(0, |p| p.credits.len());
+                    let before = credits(book);
+                    let done = book.apply(plans, &e, history);
+                    if let Some(given) = self.given.as_mut().filter(|_| credits(book) > before) {
+                        let period = &book.periods[&Period::of(e.ts)];
+                        given.extend(period.credits[before..].iter().map(|c| (e.tenant.clone(), c.clone())));
+                    }
+                    done
+                }
             };
             self.fail_on(done);
         }
@@ -491,6 +507,17 @@ impl Ledger {
     /// The verdicts whose periods closed since the last call.
     pub fn take_released(&mut self) -> Vec<String> {
         self.released.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// From now on, keeps every credit given, for [`Ledger::take_credits`].
+    pub fn track_credits(&mut self) {
+        self.given.get_or_insert_with(Vec::new);
+    }
+
+    /// The credits given since the last call, in the order they were given, with their
+    /// tenants.
+    pub fn take_credits(&mut self) -> Vec<(String, rating::Credit)> {
+        self.given.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The disputes of `tenant`, in the order they were taken.

@@ -205,11 +205,11 @@ pub struct Dispute {
 /// A verdict of an open period as a tenant's book remembers it, for disputes and for
 /// the history when its period closes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Known {
-    billable: bool,
-    decided_at: Nanos,
-    /// What it was charged, if billable.
-    charge: Option<Decimal>,
+pub struct Known {
+    pub billable: bool,
+    pub decided_at: Nanos,
+    /// What it was charged, if billable (`None` too while it waits to be rated).
+    pub charge: Option<Decimal>,
     #[serde(skip)]
     line_at: Option<u64>,
 }
@@ -325,45 +325,24 @@ impl TenantBook {
             credit: None,
             credit_period: None,
         };
-        match &e.action {
-            Action::DisputeOpened { reason, .. } => {
-                let cause = match &known {
-                    None => Some(format!(
-                        "no {outcome} verdict for conversation {:?} was decided by {}",
-                        e.conversation,
-                        format_rfc3339(e.ts)
-                    )),
-                    Some(k) if !k.billable => Some("the verdict is not billable: there is no charge to dispute".into()),
-                    Some(_) if disputed.is_some() => disputed.map(|i| {
-                        let d = &self.disputes[i];
-                        format!("already disputed (by event {}, {})", d.event_id, d.status.word())
-                    }),
-                    Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => Some(format!(
-                        "outside the dispute window: the verdict was decided at {} and could be disputed until {}",
-                        format_rfc3339(k.decided_at),
-                        format_rfc3339(plans.dispute_deadline(&e.tenant, k.decided_at))
-                    )),
-                    Some(_) => None,
-                };
-                let opened = cause.is_none();
-                let status = if opened { DisputeStatus::Open } else { DisputeStatus::Refused };
-                self.disputes.push(dispute(status, cause, reason));
-                if opened {
-                    self.disputed.insert(vid, self.disputes.len() - 1);
-                }
+        let current = disputed.map(|i| (self.disputes[i].event_id.as_str(), self.disputes[i].status));
+        let decision = decide(plans, e, known.as_ref(), current);
+        match (&e.action, decision) {
+            (Action::DisputeOpened { reason, .. }, Decision::Open) => {
+                self.disputes.push(dispute(DisputeStatus::Open, None, reason));
+                self.disputed.insert(vid, self.disputes.len() - 1);
             }
-            Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. } => {
-                let accept = matches!(e.action, Action::DisputeAccepted { .. });
-                let open = disputed.filter(|&i| self.disputes[i].status == DisputeStatus::Open);
-                let Some(i) = open else {
-                    let verb = if accept { "accept" } else { "reject" };
-                    let cause = format!("nothing to {verb}: no open dispute of this verdict");
-                    self.disputes.push(dispute(DisputeStatus::Refused, Some(cause), note));
-                    return Ok(());
-                };
+            (Action::DisputeOpened { reason, .. }, Decision::Refuse(why)) => {
+                self.disputes.push(dispute(DisputeStatus::Refused, Some(why.to_string()), reason));
+            }
+            (Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. }, Decision::Refuse(why)) => {
+                self.disputes.push(dispute(DisputeStatus::Refused, Some(why.to_string()), note));
+            }
+            (Action::DisputeAccepted { note, .. } | Action::DisputeRejected { note, .. }, decision) => {
+                let Some(i) = disputed else { return Ok(()) };
                 let d = &mut self.disputes[i];
                 (d.note, d.closed_at) = (Some(note.clone()), Some(format_rfc3339(e.ts)));
-                if accept {
+                if decision == Decision::Accept {
                     let amount = known.and_then(|k| k.charge).unwrap_or(Decimal::ZERO);
                     (d.status, d.credit, d.credit_period) =
                         (DisputeStatus::Accepted, Some(amount), Some(p.to_string()));
@@ -377,9 +356,87 @@ impl TenantBook {
                     d.status = DisputeStatus::Rejected;
                 }
             }
-            Action::CreditGranted { .. } => {}
+            (Action::DisputeOpened { .. } | Action::CreditGranted { .. }, _) => {}
         }
         Ok(())
+    }
+}
+
+/// What rating does with a dispute event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Open,
+    Accept,
+    Reject,
+    Refuse(Refusal),
+}
+
+/// Why a dispute event cannot stand (SPEC 8.2): it is kept as `refused` with this cause.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no {outcome} verdict for conversation {conversation:?} was decided by {by}")]
+    UnknownVerdict { outcome: String, conversation: String, by: String },
+    #[error("the verdict is not billable: there is no charge to dispute")]
+    NotBillable,
+    #[error("already disputed (by event {by}, {status})")]
+    AlreadyDisputed { by: String, status: &'static str },
+    #[error("outside the dispute window: the verdict was decided at {decided_at} and could be disputed until {until}")]
+    OutsideWindow { decided_at: String, until: String },
+    #[error("nothing to {verb}: no open dispute of this verdict")]
+    NoOpenDispute { verb: &'static str },
+}
+
+impl Refusal {
+    /// A short name of the cause, for programs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::UnknownVerdict { .. } => "unknown_verdict",
+            Refusal::NotBillable => "not_billable",
+            Refusal::AlreadyDisputed { .. } => "already_disputed",
+            Refusal::OutsideWindow { .. } => "outside_window",
+            Refusal::NoOpenDispute { .. } => "no_open_dispute",
+        }
+    }
+}
+
+/// Decides a dispute event `e` (not a grant) on the verdict it names, `known` as rating
+/// knows it then, and `current`, the dispute of that verdict so far (its event id and
+/// status). Rating and the preview of an HTTP dispute both decide here.
+pub fn decide(
+    plans: &PlanBook,
+    e: &BillingEvent,
+    known: Option<&Known>,
+    current: Option<(&str, DisputeStatus)>,
+) -> Decision {
+    match &e.action {
+        Action::DisputeOpened { outcome, .. } => {
+            let refusal = match known {
+                None => Some(Refusal::UnknownVerdict {
+                    outcome: outcome.clone(),
+                    conversation: e.conversation.clone(),
+                    by: format_rfc3339(e.ts),
+                }),
+                Some(k) if !k.billable => Some(Refusal::NotBillable),
+                Some(_) if current.is_some() => {
+                    current.map(|(by, status)| Refusal::AlreadyDisputed { by: by.to_string(), status: status.word() })
+                }
+                Some(k) if e.ts > plans.dispute_deadline(&e.tenant, k.decided_at) => Some(Refusal::OutsideWindow {
+                    decided_at: format_rfc3339(k.decided_at),
+                    until: format_rfc3339(plans.dispute_deadline(&e.tenant, k.decided_at)),
+                }),
+                Some(_) => None,
+            };
+            refusal.map_or(Decision::Open, Decision::Refuse)
+        }
+        Action::DisputeAccepted { .. } | Action::DisputeRejected { .. } => {
+            let accept = matches!(e.action, Action::DisputeAccepted { .. });
+            match current {
+                Some((_, DisputeStatus::Open)) if accept => Decision::Accept,
+                Some((_, DisputeStatus::Open)) => Decision::Reject,
+                _ => Decision::Refuse(Refusal::NoOpenDispute { verb: if accept { "accept" } else { "reject" } }),
+            }
+        }
+        Action::CreditGranted { .. } => Decision::Open,
     }
 }
 

@@ -390,3 +390,25 @@ fn a_restored_ledger_counts_its_lines_again_and_goes_on() {
     // 2 included, then 3 over at 0.75 (a2, b0, b1); `u` is over the allowance too.
     expect(&b[0], &[("included", 2, "0.00"), ("overage", 4, "3.00")], "3.00");
 }
+
+#[test]
+fn credits_given_are_handed_out_once_in_the_order_given() {
+    let mut l = ledger("");
+    l.track_credits();
+    june(&mut l, "p", 3, "1.50");
+    for (i, conv) in ["p0", "p2"].iter().enumerate() {
+        l.add_billing(opened(&format!("o{i}"), conv, "2026-06-13T09:00:00Z"));
+        l.add_billing(accepted(&format!("a{i}"), conv, &format!("2026-06-14T0{i}:00:00Z")));
+    }
+    // A second accept of the same verdict credits nothing more.
+    l.add_billing(accepted("again", "p0", "2026-06-15T00:00:00Z"));
+    l.advance(t("2026-06-14T00:30:00Z"));
+    let first = l.take_credits();
+    assert_eq!(first.len(), 1, "only the accept before the watermark is rated");
+    assert_eq!((first[0].0.as_str(), first[0].1.verdict_id.clone()), ("acme", verdict_id("acme", "p0", OUTCOME)));
+    assert_eq!(first[0].1.amount, d("1.50"));
+    assert!(l.take_credits().is_empty(), "handed out once");
+    l.finish(t("2026-06-30T00:00:00Z"));
+    let rest: Vec<String> = l.take_credits().into_iter().map(|(_, c)| c.verdict_id).collect();
+    assert_eq!(rest, [verdict_id("acme", "p2", OUTCOME)]);
+}

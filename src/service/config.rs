@@ -192,6 +192,11 @@ impl RunConfig {
         self.dead_letter.clone().unwrap_or_else(|| self.state_dir().join("dead-letters.ndjson"))
     }
 
+    /// The credit log: every credit the ledger gives, with its verdict.
+    pub fn credit_log(&self) -> PathBuf {
+        self.state_dir().join("credits.ndjson")
+    }
+
     pub fn push_token(&self) -> Option<String> {
         self.push_token.clone().or_else(|| std::env::var("VERDICT_PUSH_TOKEN").ok()).filter(|t| !t.is_empty())
     }

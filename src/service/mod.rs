@@ -33,7 +33,7 @@ use crate::wal::Wal;
 pub use config::RunConfig;
 use recovery::{Policy, Problem};
 use shared::Shared;
-use worker::{LiveTime, Worker};
+use worker::{LiveTime, OutputFile, Worker};
 
 /// How many inputs may wait for the sequencer; past it HTTP answers 503.
 const LOG_QUEUE: usize = 1024;
@@ -92,10 +92,11 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let (mut worker, recovered, wal, mut dir) = {
-        let (rhai, rules, shared, out, dead, live_at_start) =
-            (rhai.clone(), rules.clone(), shared.clone(), cfg.output(), cfg.dead_letter(), live.clone());
+        let (rhai, rules, shared, live_at_start) = (rhai.clone(), rules.clone(), shared.clone(), live.clone());
+        let (out, dead, credits) = (cfg.output(), cfg.dead_letter(), cfg.credit_log());
         tokio::task::spawn_blocking(move || {
-            Worker::recover(engine_cfg, live_at_start, rhai, rules, shared, &mut dir, &out, &dead, &mut wal, policy)
+            let files = [out.as_path(), dead.as_path(), credits.as_path()];
+            Worker::recover(engine_cfg, live_at_start, rhai, rules, shared, &mut dir, files, &mut wal, policy)
                 .map(|(w, r)| (w, r, wal, dir))
         })
         .await??
@@ -104,25 +105,34 @@ async fn serve(cfg: RunConfig) -> anyhow::Result<()> {
     let (sink_stop, sink_stopped) = tokio::sync::watch::channel(false);
     let mut sink_tasks = Vec::new();
     let sinks = [
-        ("verdicts", cfg.fluvio_verdict_topic.clone(), cfg.output(), KeyField::Tenant, false),
-        ("dead_letters", cfg.fluvio_dead_letter_topic.clone(), cfg.dead_letter(), KeyField::Source, true),
+        ("verdicts", cfg.fluvio_verdict_topic.clone(), cfg.output(), KeyField::Tenant, OutputFile::Verdicts),
+        (
+            "dead_letters",
+            cfg.fluvio_dead_letter_topic.clone(),
+            cfg.dead_letter(),
+            KeyField::Source,
+            OutputFile::DeadLetters,
+        ),
     ];
-    for (name, topic, path, key, dead_letters) in sinks {
+    let mut progress = |name: &str, file: OutputFile| {
+        let acked = Arc::new(std::sync::atomic::AtomicU64::new(worker.sink_start(name, worker.output_len(file))));
+        worker.add_sink(worker::SinkProgress { name: name.into(), acked: acked.clone(), file });
+        acked
+    };
+    for (name, topic, path, key, file) in sinks {
         let Some(topic) = topic else { continue };
-        let (out_len, dead_len) = worker.output_lens();
-        let start = worker.sink_start(name, if dead_letters { dead_len } else { out_len });
-        let acked = Arc::new(std::sync::atomic::AtomicU64::new(start));
-        worker.add_sink(worker::SinkProgress { name: name.into(), acked: acked.clone(), dead_letters });
+        let acked = progress(name, file);
         let sink = FileSink { name: name.into(), path, topic, key, acked };
         sink_tasks.push(tokio::spawn(sink.run(cfg.fluvio_endpoint(), sink_stopped.clone())));
     }
     if let Some(url) = cfg.push_url.clone() {
-        let (out_len, _) = worker.output_lens();
-        let acked = Arc::new(std::sync::atomic::AtomicU64::new(worker.sink_start("push", out_len)));
-        worker.add_sink(worker::SinkProgress { name: "push".into(), acked: acked.clone(), dead_letters: false });
+        let (acked, credits_acked) =
+            (progress("push", OutputFile::Verdicts), progress("push_credits", OutputFile::Credits));
         let plans_of = shared.clone();
         let sink = PushSink {
             path: cfg.output(),
+            credits_path: cfg.credit_log(),
+            credits_acked,
             rejected_path: cfg.state_dir().join("push-rejected.ndjson"),
             platform: cfg.push_platform(),
             url: url.trim_end_matches('/').to_string(),

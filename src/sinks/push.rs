@@ -1,7 +1,9 @@
 //! The push sink: billable verdicts, live, to a billing platform's API (Orb, Metronome,
-//! Lago, Stripe) as usage events in its documented format ([`crate::export`]). Like the
-//! Fluvio sinks it ships the verdict file from a position, so a slow or failing platform
-//! never holds classification up and nothing written is lost.
+//! Lago, Stripe) as usage events in its documented format ([`crate::export`]), and the
+//! ledger's credits as each platform's correction of them. Like the Fluvio sinks it
+//! ships files from a position (the verdict file and the credit log), so a slow or
+//! failing platform never holds classification up and nothing written is lost. A credit
+//! is sent only once its verdict's usage event was.
 //!
 //! Delivery is at-least-once: a request counts once the platform answered 2xx (or 409,
 //! "already have it"), and the position after its last verdict is what the checkpoint
@@ -12,12 +14,13 @@
 //! `push-rejected.ndjson` beside the verdicts for an operator, and the push goes on.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::export::{usage_from_line, Item, Platform, Request};
+use crate::export::{correction_from_line, usage_from_line, Item, Platform, Request};
+use crate::ledger::credit_log::CreditLine;
 use crate::ledger::plans::PlanBook;
 use crate::telemetry;
 
@@ -41,6 +44,20 @@ pub struct PushSink {
     pub plans: Arc<dyn Fn() -> Arc<PlanBook> + Send + Sync>,
     /// Bytes of the verdict file delivered.
     pub acked: Arc<AtomicU64>,
+    /// The credit log, whose credits go as each platform's correction.
+    pub credits_path: PathBuf,
+    /// Bytes of the credit log delivered.
+    pub credits_acked: Arc<AtomicU64>,
+}
+
+/// What a line becomes.
+enum Parsed<'a> {
+    /// An event or correction to send, or nothing (a verdict that is not billable).
+    Send(Option<Item<'a>>),
+    /// A credit whose verdict is not delivered yet: it and what follows wait.
+    Wait,
+    /// Not a line of its file: logged, and skipped.
+    Bad(String),
 }
 
 /// What became of one request.
@@ -54,9 +71,9 @@ enum Sent {
 }
 
 impl PushSink {
-    /// Pushes from `acked` on until `stop` is set and everything written is delivered
-    /// (or, while the platform fails, at once: the next start sends the rest).
-    /// Blocking: run it on its own thread.
+    /// Pushes from `acked` and `credits_acked` on until `stop` is set and everything
+    /// written is delivered (or, while the platform fails, at once: the next start sends
+    /// the rest). Blocking: run it on its own thread.
     pub fn run(self, stop: tokio::sync::watch::Receiver<bool>) {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(10))
@@ -68,32 +85,43 @@ impl PushSink {
         let mut failing = false;
         let grace = Duration::from_secs(10);
         let mut stopping_since: Option<Instant> = None;
+        let file_len = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         loop {
-            let pos = self.acked.load(Ordering::Acquire);
-            let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
-            metrics::gauge!(telemetry::SINK_LAG, "sink" => NAME).set(len.saturating_sub(pos) as f64);
+            let (pos, len) = (self.acked.load(Ordering::Acquire), file_len(&self.path));
+            let (cpos, clen) = (self.credits_acked.load(Ordering::Acquire), file_len(&self.credits_path));
+            let behind = len.saturating_sub(pos) + clen.saturating_sub(cpos);
+            metrics::gauge!(telemetry::SINK_LAG, "sink" => NAME).set(behind as f64);
             if *stop.borrow() {
                 let since = *stopping_since.get_or_insert_with(Instant::now);
-                if pos >= len || failing || since.elapsed() > grace {
-                    if pos < len {
+                if behind == 0 || failing || since.elapsed() > grace {
+                    if behind > 0 {
                         tracing::warn!(
-                            "push: stopping with {} bytes undelivered; they are sent after the restart",
-                            len - pos
+                            "push: stopping with {behind} bytes undelivered; they are sent after the restart"
                         );
                     }
                     return;
                 }
             }
-            if pos >= len {
+            if behind == 0 {
                 std::thread::sleep(IDLE_POLL);
                 continue;
             }
-            if let Err(e) = super::read_at(&self.path, pos, &mut buf) {
-                tracing::warn!("push: cannot read {}: {e}", self.path.display());
-                std::thread::sleep(backoff);
-                continue;
+            // Verdicts first: a credit waits for its verdict's usage event.
+            let mut done = Ok(());
+            for (path, acked, from, to) in
+                [(&self.path, &self.acked, pos, len), (&self.credits_path, &self.credits_acked, cpos, clen)]
+            {
+                if from >= to || done.is_err() {
+                    continue;
+                }
+                if let Err(e) = super::read_at(path, from, &mut buf) {
+                    tracing::warn!("push: cannot read {}: {e}", path.display());
+                    done = Err((e.to_string(), None, false));
+                    continue;
+                }
+                done = self.push_chunk(&agent, path, acked, from, &buf);
             }
-            match self.push_chunk(&agent, pos, &buf) {
+            match done {
                 Ok(()) => {
                     failing = false;
                     backoff = FIRST_BACKOFF;
@@ -114,12 +142,38 @@ impl PushSink {
         }
     }
 
-    /// Sends the billable verdicts of the complete lines of `buf` (read at `pos`),
-    /// advancing the position after each request delivered.
-    /// On failure: why, the platform's `Retry-After`, and whether requests before the
-    /// failing one were delivered.
-    fn push_chunk(&self, agent: &ureq::Agent, pos: u64, buf: &[u8]) -> Result<(), (String, Option<Duration>, bool)> {
-        let (_, used) = super::complete_lines(buf);
+    /// What a line of `path` (the verdict file or the credit log) becomes.
+    fn parse<'a>(&self, path: &Path, line: &'a str, plans: &'a PlanBook) -> Parsed<'a> {
+        if path != self.credits_path {
+            return match usage_from_line(line, plans) {
+                Ok(u) => Parsed::Send(u.map(Item::Usage)),
+                Err(e) => Parsed::Bad(e.to_string()),
+            };
+        }
+        let verdict_line = serde_json::from_str::<CreditLine<'_>>(line).map(|c| c.verdict_line);
+        if let Ok(Some(at)) = verdict_line {
+            if at >= self.acked.load(Ordering::Acquire) {
+                return Parsed::Wait;
+            }
+        }
+        match correction_from_line(line, plans) {
+            Ok(c) => Parsed::Send(c.map(Item::Correction)),
+            Err(e) => Parsed::Bad(e.to_string()),
+        }
+    }
+
+    /// Sends what the complete lines of `buf` (read at `pos` of `path`) carry, advancing
+    /// `acked` after each request delivered. On failure: why, the platform's
+    /// `Retry-After`, and whether requests before the failing one were delivered.
+    fn push_chunk(
+        &self,
+        agent: &ureq::Agent,
+        path: &Path,
+        acked: &AtomicU64,
+        pos: u64,
+        buf: &[u8],
+    ) -> Result<(), (String, Option<Duration>, bool)> {
+        let (_, mut used) = super::complete_lines(buf);
         if used == 0 {
             std::thread::sleep(IDLE_POLL);
             return Ok(());
@@ -128,38 +182,48 @@ impl PushSink {
         let (mut items, mut ends) = (Vec::new(), Vec::new());
         let mut end = 0;
         for line in buf[..used].split_inclusive(|&b| b == b'\n') {
-            end += line.len();
-            let Ok(text) = std::str::from_utf8(line) else { continue };
+            let Ok(text) = std::str::from_utf8(line) else {
+                end += line.len();
+                continue;
+            };
             if text.trim().is_empty() {
+                end += line.len();
                 continue;
             }
-            match usage_from_line(text, &plans) {
-                Ok(Some(u)) => {
-                    items.push(Item::Usage(u));
-                    ends.push(end);
+            match self.parse(path, text, &plans) {
+                Parsed::Wait => {
+                    used = end;
+                    break;
                 }
-                Ok(None) => {}
-                Err(e) => tracing::error!(
-                    "push: a line of {} at {} is no verdict: {e}",
-                    self.path.display(),
-                    pos + (end - line.len()) as u64
-                ),
+                Parsed::Send(Some(item)) => {
+                    items.push(item);
+                    ends.push(end + line.len());
+                }
+                Parsed::Send(None) => {}
+                Parsed::Bad(e) => {
+                    tracing::error!("push: the line of {} at {} cannot be sent: {e}", path.display(), pos + end as u64)
+                }
             }
+            end += line.len();
+        }
+        if used == 0 {
+            std::thread::sleep(IDLE_POLL);
+            return Ok(());
         }
         let mut done = 0;
         for r in self.platform.requests(&items) {
+            // A correction's request carries no event key of its own; it counts as one.
+            let carried = r.keys.len().max(1);
             match self.send(agent, &r) {
-                Sent::Delivered => {
-                    metrics::counter!(telemetry::SINK_RECORDS, "sink" => NAME).increment(r.keys.len() as u64)
-                }
+                Sent::Delivered => metrics::counter!(telemetry::SINK_RECORDS, "sink" => NAME).increment(carried as u64),
                 Sent::Refused(status, body) => self.refused(&r, status, &body),
                 Sent::Retry(why, after) => return Err((why, after, done > 0)),
             }
-            done += r.keys.len();
-            self.acked.store(pos + ends[done - 1] as u64, Ordering::Release);
+            done += carried;
+            acked.store(pos + ends[done - 1] as u64, Ordering::Release);
         }
-        // Lines after the last billable one need nothing sent.
-        self.acked.store(pos + used as u64, Ordering::Release);
+        // Lines after the last one sent need nothing sent.
+        acked.store(pos + used as u64, Ordering::Release);
         Ok(())
     }
 

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossbeam_channel::{select, Receiver};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 use super::input::{Input, Records, Resume, HTTP_SOURCE};
 use super::shared::{verdict_key, Shared, SourcesStatus};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
+use crate::ledger::credit_log::CreditRecord;
 use crate::ledger::invoice::Invoice;
 use crate::ledger::period::Period;
 use crate::ledger::rating::Dispute;
@@ -27,6 +29,9 @@ use crate::rules::RuleSet;
 use crate::sinks::append::AppendFile;
 use crate::telemetry::{self, EventCounters, EventResult};
 use crate::timestamp::{self, Nanos, Span};
+
+/// The longest verdict line copied into the credit log.
+const MAX_VERDICT_LINE: usize = 16 << 20;
 
 /// A log entry handed to the worker once it is durable.
 pub struct Logged {
@@ -126,8 +131,17 @@ pub struct LiveTime {
 pub struct SinkProgress {
     pub name: String,
     pub acked: Arc<std::sync::atomic::AtomicU64>,
-    /// Ships the dead letters (else the verdicts).
-    pub dead_letters: bool,
+    /// The file it ships.
+    pub file: OutputFile,
+}
+
+/// The files the worker writes, which sinks ship.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFile {
+    Verdicts,
+    DeadLetters,
+    /// The credit log ([`crate::ledger::credit_log`]).
+    Credits,
 }
 
 mod payload;
@@ -140,6 +154,7 @@ pub struct Worker {
     pipeline: Pipeline,
     out: AppendFile,
     dead: AppendFile,
+    credits: AppendFile,
     shared: Arc<Shared>,
     store: CheckpointStore,
     live: LiveTime,
@@ -214,9 +229,13 @@ impl Worker {
         self.recovered_sinks.get(name).copied().unwrap_or(0).min(file_len)
     }
 
-    /// Lengths of the verdict and dead-letter files.
-    pub fn output_lens(&self) -> (u64, u64) {
-        (self.out.len(), self.dead.len())
+    /// Length of one of the files the worker writes.
+    pub fn output_len(&self, file: OutputFile) -> u64 {
+        match file {
+            OutputFile::Verdicts => self.out.len(),
+            OutputFile::DeadLetters => self.dead.len(),
+            OutputFile::Credits => self.credits.len(),
+        }
     }
 
     /// Registers a running sink, whose acknowledged position goes into checkpoints.
@@ -293,6 +312,8 @@ impl Worker {
         for (k, at) in self.index_batch.drain(..) {
             self.shared.verdicts.insert(k, at);
         }
+        // After the index: a credit's verdict may have been decided in this batch.
+        self.write_credits().context("writing the credit log")?;
         for (tenant, periods) in std::mem::take(&mut self.usage_touched) {
             let Some(kept) = self.pipeline.summary.usage.tenants.get(&tenant) else { continue };
             let mut published = self.shared.usage.entry(tenant).or_default();
@@ -360,17 +381,55 @@ impl Worker {
         }
     }
 
+    /// Appends the credits the ledger gave in this batch to the credit log, each with
+    /// its verdict's line (already written: a verdict is rated before any credit of it).
+    fn write_credits(&mut self) -> anyhow::Result<()> {
+        let Some(ledger) = self.pipeline.ledger.as_mut() else { return Ok(()) };
+        let given = ledger.take_credits();
+        if given.is_empty() {
+            return Ok(());
+        }
+        for (tenant, credit) in &given {
+            let indexed =
+                verdict_key(&credit.verdict_id).and_then(|k| self.shared.verdicts.get(&k).map(|e| *e.value()));
+            let at = match indexed {
+                Some(at) => Some(at),
+                None => ledger.history().store().verdict_line(&credit.verdict_id)?,
+            };
+            let line = at.map(|at| crate::sinks::append::read_line_at(self.out.path(), at, MAX_VERDICT_LINE));
+            let verdict = match line {
+                Some(Ok(bytes)) => String::from_utf8(bytes).ok().and_then(|l| RawValue::from_string(l).ok()),
+                Some(Err(e)) => {
+                    tracing::error!("cannot read verdict {} for its credit: {e}", credit.verdict_id);
+                    None
+                }
+                None => None,
+            };
+            if verdict.is_none() {
+                tracing::error!(
+                    "the credit of verdict {} is logged without its verdict (its line was not found); it is not pushed",
+                    credit.verdict_id
+                );
+            }
+            self.credits.write(&CreditRecord::new(tenant, credit, at, verdict.as_deref()))?;
+        }
+        self.credits.flush()?;
+        Ok(())
+    }
+
     /// Writes a checkpoint of everything applied so far; returns its size.
     pub fn checkpoint(&mut self) -> anyhow::Result<u64> {
         let started = Instant::now();
         self.out.sync().context("syncing the verdict output")?;
         self.dead.sync().context("syncing the dead letters")?;
+        self.credits.sync().context("syncing the credit log")?;
         let verdicts: Vec<(u128, u64)> = self.shared.verdicts.iter().map(|e| (*e.key(), *e.value())).collect();
         let payload = payload::CheckpointRef {
             dir_id: self.dir_id,
             wal_pos: self.wal_pos,
             output_len: self.out.len(),
             dead_len: self.dead.len(),
+            credits_len: self.credits.len(),
             sources: &self.sources,
             sinks: self.sink_positions(),
             usage: &self.pipeline.summary.usage,
@@ -412,10 +471,7 @@ impl Worker {
     fn wait_for_sinks(&self, limit: Duration) {
         let until = Instant::now() + limit;
         let acked = || self.sinks.iter().map(|s| s.acked.load(Ordering::Acquire)).collect::<Vec<_>>();
-        let behind = |s: &SinkProgress| {
-            let len = if s.dead_letters { self.dead.len() } else { self.out.len() };
-            s.acked.load(Ordering::Acquire) < len
-        };
+        let behind = |s: &SinkProgress| s.acked.load(Ordering::Acquire) < self.output_len(s.file);
         // A sink that moves nothing for a second is not reaching its cluster.
         let (mut last, mut moved_at) = (acked(), Instant::now());
         while self.sinks.iter().any(behind) {

@@ -14,8 +14,9 @@ use crate::ledger::{LedgerRef, LedgerSnapshot};
 use crate::service::input::Resume;
 
 /// Checkpoint payload format; bump on any change to [`CheckpointRef`].
-pub const CHECKPOINT_FORMAT: u32 = 3;
-/// The formats this build reads: 2 had no state directory id and no caught-up sources.
+pub const CHECKPOINT_FORMAT: u32 = 4;
+/// The formats this build reads: 2 had no state directory id and no caught-up sources;
+/// 3 had no credit log.
 pub const READS: RangeInclusive<u32> = 2..=CHECKPOINT_FORMAT;
 
 /// The first field names the state directory, so a checkpoint copied in from another
@@ -26,6 +27,7 @@ pub(super) struct CheckpointRef<'a> {
     pub wal_pos: u64,
     pub output_len: u64,
     pub dead_len: u64,
+    pub credits_len: u64,
     pub sources: &'a BTreeMap<String, Resume>,
     pub sinks: BTreeMap<String, u64>,
     pub usage: &'a Aggregates,
@@ -42,12 +44,28 @@ pub(super) struct Payload {
     pub wal_pos: u64,
     pub output_len: u64,
     pub dead_len: u64,
+    pub credits_len: u64,
     pub sources: BTreeMap<String, Resume>,
     pub sinks: BTreeMap<String, u64>,
     pub usage: Aggregates,
     pub verdicts: Vec<(u128, u64)>,
     pub engine: EngineSnapshot,
     pub ledger: LedgerSnapshot,
+}
+
+/// Format 3: as 4, without the credit log's length (there was no credit log).
+#[derive(Deserialize)]
+struct PayloadV3 {
+    dir_id: u128,
+    wal_pos: u64,
+    output_len: u64,
+    dead_len: u64,
+    sources: BTreeMap<String, Resume>,
+    sinks: BTreeMap<String, u64>,
+    usage: Aggregates,
+    verdicts: Vec<(u128, u64)>,
+    engine: EngineSnapshot,
+    ledger: LedgerSnapshot,
 }
 
 #[derive(Deserialize)]
@@ -76,8 +94,24 @@ pub(super) fn dir_id(version: u32, payload: &[u8]) -> Decoded<Option<u128>> {
 /// Decodes a payload of format `version`; one of format 2 takes `dir_id` as its own.
 pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payload> {
     let cfg = bincode::config::standard();
-    if version >= 3 {
+    if version >= 4 {
         return bincode::serde::decode_from_slice(payload, cfg).map(|(p, _)| p);
+    }
+    if version == 3 {
+        let (v3, _): (PayloadV3, _) = bincode::serde::decode_from_slice(payload, cfg)?;
+        return Ok(Payload {
+            dir_id: v3.dir_id,
+            wal_pos: v3.wal_pos,
+            output_len: v3.output_len,
+            dead_len: v3.dead_len,
+            credits_len: 0,
+            sources: v3.sources,
+            sinks: v3.sinks,
+            usage: v3.usage,
+            verdicts: v3.verdicts,
+            engine: v3.engine,
+            ledger: v3.ledger,
+        });
     }
     let (v2, _): (PayloadV2, _) = bincode::serde::decode_from_slice(payload, cfg)?;
     Ok(Payload {
@@ -85,6 +119,7 @@ pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payl
         wal_pos: v2.wal_pos,
         output_len: v2.output_len,
         dead_len: v2.dead_len,
+        credits_len: 0,
         sources: v2.sources,
         sinks: v2.sinks,
         usage: v2.usage,

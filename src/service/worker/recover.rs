@@ -39,7 +39,8 @@ pub struct Recovered {
 
 impl Worker {
     /// Loads the newest good checkpoint of this state directory (or starts empty), cuts
-    /// the outputs back to it and replays the log after it. What it finds wrong is
+    /// the outputs (verdicts, dead letters, credit log) back to it and replays the log
+    /// after it. What it finds wrong is
     /// reported through `policy` (see [`recovery`](super::recovery)).
     #[allow(clippy::too_many_arguments)]
     pub fn recover(
@@ -49,8 +50,7 @@ impl Worker {
         rules: Arc<RuleSet>,
         shared: Arc<Shared>,
         dir: &mut StateDir,
-        output: &Path,
-        dead_letter: &Path,
+        [output, dead_letter, credit_log]: [&Path; 3],
         wal: &mut Wal,
         policy: Policy,
     ) -> anyhow::Result<(Worker, Recovered)> {
@@ -146,39 +146,40 @@ impl Worker {
             }
             None => None,
         };
-        let (engine, mut ledger, wal_pos, mut out_len, mut dead_len, sources, recovered_sinks, usage, mut verdicts) =
-            match snap {
-                Some(Payload {
-                    dir_id: _,
-                    wal_pos,
-                    output_len,
-                    dead_len,
-                    sources,
-                    sinks,
-                    usage,
-                    verdicts,
-                    engine,
-                    ledger,
-                }) => {
-                    let ledger =
-                        Ledger::restore(rules.plans.clone(), rules.currency(), ledger, history()?).map_err(|why| {
-                            anyhow::anyhow!(
+        let (engine, mut ledger, wal_pos, mut lens, sources, recovered_sinks, usage, mut verdicts) = match snap {
+            Some(Payload {
+                dir_id: _,
+                wal_pos,
+                output_len,
+                dead_len,
+                credits_len,
+                sources,
+                sinks,
+                usage,
+                verdicts,
+                engine,
+                ledger,
+            }) => {
+                let ledger =
+                    Ledger::restore(rules.plans.clone(), rules.currency(), ledger, history()?).map_err(|why| {
+                        anyhow::anyhow!(
                             "rules in {} do not load:\n{why}\n(the plans in force when the periods closed are in the \
                          checkpoint; put back the plans of closed periods and assign changes from an open one)",
                             rules.dir.display()
                         )
-                        })?;
-                    let engine = Engine::restore(cfg, rhai, rules, engine);
-                    (engine, ledger, wal_pos, Some(output_len), Some(dead_len), sources, sinks, usage, verdicts)
-                }
-                None => {
-                    let mut fresh = history()?;
-                    fresh.forget_after(None).context("clearing the ledger history")?;
-                    let ledger = Ledger::new(rules.plans.clone(), rules.currency(), fresh);
-                    let engine = Engine::new(cfg, rhai, rules);
-                    (engine, ledger, 0, None, None, BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
-                }
-            };
+                    })?;
+                let engine = Engine::restore(cfg, rhai, rules, engine);
+                let lens = [Some(output_len), Some(dead_len), Some(credits_len)];
+                (engine, ledger, wal_pos, lens, sources, sinks, usage, verdicts)
+            }
+            None => {
+                let mut fresh = history()?;
+                fresh.forget_after(None).context("clearing the ledger history")?;
+                let ledger = Ledger::new(rules.plans.clone(), rules.currency(), fresh);
+                let engine = Engine::new(cfg, rhai, rules);
+                (engine, ledger, 0, [None; 3], BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
+            }
+        };
         let checkpoint_name = rec.checkpoint_path.as_ref().map_or_else(String::new, |p| p.display().to_string());
         let wal_dir = wal.dir().to_path_buf();
         let mut from = wal_pos;
@@ -223,17 +224,17 @@ impl Worker {
                 state_dir.display(),
                 wal.end()
             );
-            let way_out = "put back a checkpoint of this directory; --accept-loss empties the verdict and \
-                           dead-letter files and writes them anew from the whole log";
+            let way_out = "put back a checkpoint of this directory; --accept-loss empties the verdict, \
+                           dead-letter and credit files and writes them anew from the whole log";
             policy.found(Problem::NoCheckpoint, &what, way_out)?;
-            out_len = Some(0);
-            dead_len = Some(0);
+            lens = [Some(0); 3];
         }
-        let (out, o) =
-            AppendFile::open(output, out_len).with_context(|| format!("cannot open {}", output.display()))?;
-        let (dead, d) = AppendFile::open(dead_letter, dead_len)
-            .with_context(|| format!("cannot open {}", dead_letter.display()))?;
-        for (path, state, recorded) in [(output, o, out_len), (dead_letter, d, dead_len)] {
+        let open =
+            |path: &Path, len| AppendFile::open(path, len).with_context(|| format!("cannot open {}", path.display()));
+        let ((out, o), (dead, d), (credits, c)) =
+            (open(output, lens[0])?, open(dead_letter, lens[1])?, open(credit_log, lens[2])?);
+        let files = [(output, o, lens[0]), (dead_letter, d, lens[1]), (credit_log, c, lens[2])];
+        for (path, state, recorded) in files {
             match state {
                 Reopened::Intact => {}
                 Reopened::Cut(n) => {
@@ -274,6 +275,7 @@ impl Worker {
         ledger.track_released(Box::new(move |id| {
             crate::service::shared::verdict_key(id).and_then(|k| index.verdicts.get(&k).map(|e| *e.value()))
         }));
+        ledger.track_credits();
         let mut pipeline = Pipeline::new(engine, Vec::new());
         pipeline.summary.usage = usage;
         pipeline.ledger = Some(ledger);
@@ -281,6 +283,7 @@ impl Worker {
             pipeline,
             out,
             dead,
+            credits,
             shared,
             store,
             live,
