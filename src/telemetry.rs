@@ -59,6 +59,9 @@ pub const CREDITED: &str = "verdict_period_credited_amount";
 pub const INCLUDED_LEFT: &str = "verdict_included_outcomes_remaining";
 pub const OPEN_INVOICE: &str = "verdict_open_invoice_total_amount";
 pub const PREPAID: &str = "verdict_prepaid_balance_amount";
+pub const DISPUTES: &str = "verdict_disputes";
+pub const DISPUTES_OVERDUE: &str = "verdict_disputes_overdue";
+pub const DISPUTE_RATE: &str = "verdict_dispute_rate";
 
 /// Every metric with its kind and help, for `describe_*` and for the README's list.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -129,6 +132,13 @@ pub const ALL: &[(&str, &str, &str)] = &[
     (INCLUDED_LEFT, "gauge", "Included outcomes of the plan not yet used in the tenant's current period, by tenant and outcome."),
     (OPEN_INVOICE, "gauge", "Total of the tenant's draft invoice of the current period, as if it closed now, by tenant and currency."),
     (PREPAID, "gauge", "The tenant's prepaid balance now, by tenant and currency."),
+    (DISPUTES, "gauge", "Disputes kept, by tenant and status (open, accepted, rejected, refused)."),
+    (DISPUTES_OVERDUE, "gauge", "Open disputes past their review due time (dispute_review after opening), by tenant."),
+    (
+        DISPUTE_RATE,
+        "gauge",
+        "Disputes opened in the tenant's current period over its billable verdicts in that period (0 to 1), by tenant.",
+    ),
 ];
 
 /// Installs the global recorder (once per process) and returns the handle to render.
@@ -304,7 +314,7 @@ pub fn gauge(name: &'static str) -> Gauge {
 
 /// Publishes the billing gauges of each tenant's current period.
 pub fn billing(all: &[crate::ledger::gauges::TenantGauges], currency: &str) {
-    use crate::ledger::gauges::{CHARGE_KINDS, CREDIT_KINDS};
+    use crate::ledger::gauges::{CHARGE_KINDS, CREDIT_KINDS, DISPUTE_STATUSES};
     use rust_decimal::prelude::ToPrimitive;
     let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
     for g in all {
@@ -322,6 +332,11 @@ pub fn billing(all: &[crate::ledger::gauges::TenantGauges], currency: &str) {
         for (outcome, left) in &g.included_left {
             metrics::gauge!(INCLUDED_LEFT, "tenant" => tenant.clone(), "outcome" => outcome.clone()).set(*left as f64);
         }
+        for ((_, status), n) in DISPUTE_STATUSES.iter().zip(&g.disputes) {
+            metrics::gauge!(DISPUTES, "tenant" => tenant.clone(), "status" => *status).set(*n as f64);
+        }
+        metrics::gauge!(DISPUTES_OVERDUE, "tenant" => tenant.clone()).set(g.overdue as f64);
+        metrics::gauge!(DISPUTE_RATE, "tenant" => tenant.clone()).set(f(g.dispute_rate));
         metrics::gauge!(OPEN_INVOICE, "tenant" => tenant.clone(), "currency" => currency.clone()).set(f(g.open_total));
         metrics::gauge!(PREPAID, "tenant" => tenant, "currency" => currency).set(f(g.balance));
     }

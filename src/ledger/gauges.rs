@@ -1,12 +1,13 @@
 //! What the ledger shows Prometheus of each tenant's current period (the watermark's):
 //! charges and credits by kind, included outcomes left, the draft invoice's total, and
-//! the prepaid balance. Read from the books' line groups, so a tenant with a million
-//! charges costs a few map entries, not a scan.
+//! the prepaid balance; and its disputes: by status, overdue for review, and the
+//! dispute rate of the period. Read from the books' line groups, so a tenant with a
+//! million charges costs a few map entries, not a scan.
 
 use rust_decimal::Decimal;
 
 use super::period::Period;
-use super::rating::{ChargeKind, CreditKind};
+use super::rating::{ChargeKind, CreditKind, DisputeStatus};
 use super::Ledger;
 use crate::timestamp::Nanos;
 
@@ -23,7 +24,20 @@ pub struct TenantGauges {
     /// The draft invoice's total, as if the period closed now.
     pub open_total: Decimal,
     pub balance: Decimal,
+    /// Disputes by status (open, accepted, rejected, refused), all kept.
+    pub disputes: [u64; 4],
+    /// Open disputes past their review due time (by the wall clock).
+    pub overdue: u64,
+    /// Disputes opened in the period over its billable verdicts (0 with none billable).
+    pub dispute_rate: Decimal,
 }
+
+pub const DISPUTE_STATUSES: [(DisputeStatus, &str); 4] = [
+    (DisputeStatus::Open, "open"),
+    (DisputeStatus::Accepted, "accepted"),
+    (DisputeStatus::Rejected, "rejected"),
+    (DisputeStatus::Refused, "refused"),
+];
 
 pub const CHARGE_KINDS: [(ChargeKind, &str); 3] =
     [(ChargeKind::Included, "included"), (ChargeKind::Usage, "usage"), (ChargeKind::Overage, "overage")];
@@ -31,16 +45,17 @@ pub const CREDIT_KINDS: [(CreditKind, &str); 2] =
     [(CreditKind::Dispute, "dispute"), (CreditKind::Retraction, "retraction")];
 
 impl Ledger {
-    /// Every tenant with an open book, as of the watermark `wm`.
-    pub fn gauges(&self, wm: Nanos) -> Vec<TenantGauges> {
+    /// Every tenant with an open book, as of the watermark `wm` (reviews are overdue by
+    /// the wall clock `now`).
+    pub fn gauges(&self, wm: Nanos, now: Nanos) -> Vec<TenantGauges> {
         if wm == Nanos::MIN {
             return Vec::new();
         }
         let p = Period::of(wm);
-        self.books.keys().map(|tenant| self.tenant_gauges(tenant, p, wm)).collect()
+        self.books.keys().map(|tenant| self.tenant_gauges(tenant, p, wm, now)).collect()
     }
 
-    fn tenant_gauges(&self, tenant: &str, p: Period, wm: Nanos) -> TenantGauges {
+    fn tenant_gauges(&self, tenant: &str, p: Period, wm: Nanos, now: Nanos) -> TenantGauges {
         let mut g = TenantGauges { tenant: tenant.to_string(), balance: self.balance(tenant), ..Default::default() };
         let (plan, _) = self.plans.plan_for(tenant, p);
         let book = self.books.get(tenant).and_then(|b| b.periods.get(&p));
@@ -67,6 +82,25 @@ impl Ledger {
             .collect();
         let current = p.to_string();
         g.open_total = self.drafts(tenant, wm).iter().find(|i| i.period == current).map_or(Decimal::ZERO, |i| i.total);
+        let mut opened_in_period = 0u64;
+        for d in self.disputes(tenant) {
+            let i = DISPUTE_STATUSES.iter().position(|(s, _)| *s == d.status).unwrap_or(0);
+            g.disputes[i] += 1;
+            if d.status == DisputeStatus::Refused {
+                continue;
+            }
+            let Ok(opened) = crate::timestamp::parse_rfc3339(&d.opened_at) else { continue };
+            if d.status == DisputeStatus::Open && now > self.plans.review_due(tenant, opened) {
+                g.overdue += 1;
+            }
+            if Period::of(opened) == p {
+                opened_in_period += 1;
+            }
+        }
+        let billable: u64 = book.map_or(0, |b| b.counts.values().map(|(_, billable)| billable).sum());
+        if billable > 0 {
+            g.dispute_rate = Decimal::from(opened_in_period) / Decimal::from(billable);
+        }
         g
     }
 }
@@ -103,9 +137,9 @@ mod tests {
             });
         }
         let wm = parse_rfc3339("2026-06-13T00:00:00Z").unwrap();
-        assert!(l.gauges(wm).is_empty(), "nothing rated yet");
+        assert!(l.gauges(wm, wm).is_empty(), "nothing rated yet");
         l.advance(wm);
-        let g = &l.gauges(wm)[0];
+        let g = &l.gauges(wm, wm)[0];
         assert_eq!(g.tenant, "acme");
         // Two included at 0, the third over at 0.75; the fee makes the draft 10.75.
         assert_eq!(g.charges, [(2, Decimal::ZERO), (0, Decimal::ZERO), (1, Decimal::new(75, 2))]);
@@ -113,5 +147,23 @@ mod tests {
         assert_eq!(g.open_total, Decimal::new(1075, 2));
         assert_eq!(g.credits, [(0, Decimal::ZERO), (0, Decimal::ZERO)]);
         assert_eq!(g.balance, Decimal::ZERO);
+        assert_eq!((g.disputes, g.overdue, g.dispute_rate), ([0; 4], 0, Decimal::ZERO));
+        // One of the three disputed, opened at wm: a rate of 1/3, overdue after 48 hours.
+        let c0 = crate::verdicts::verdict_id("acme", "c0", "o");
+        let opened = crate::ledger::billing::BillingEvent {
+            id: "d".into(),
+            tenant: "acme".into(),
+            conversation: "c0".into(),
+            ts: wm,
+            action: crate::ledger::billing::Action::DisputeOpened { outcome: "o".into(), reason: String::new() },
+        };
+        l.add_billing(opened);
+        l.advance(wm + 1);
+        assert_eq!(l.disputes("acme")[0].verdict_id, c0);
+        let g = &l.gauges(wm + 1, wm + 1)[0];
+        assert_eq!((g.disputes, g.overdue), ([1, 0, 0, 0], 0));
+        assert_eq!(g.dispute_rate, Decimal::ONE / Decimal::from(3));
+        let later = wm + 49 * 3_600_000_000_000;
+        assert_eq!(l.gauges(wm + 1, later)[0].overdue, 1);
     }
 }

@@ -11,6 +11,7 @@ pub mod gauges;
 pub mod invoice;
 pub mod period;
 pub mod plans;
+pub mod preview;
 pub mod rating;
 pub mod statement;
 pub mod store;

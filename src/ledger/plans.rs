@@ -20,6 +20,8 @@ pub const PLANS_FILE: &str = "plans.toml";
 pub const PAYG: &str = "payg";
 /// How long after `decided_at` a verdict may be disputed when the plan does not say.
 pub const DEFAULT_DISPUTE_WINDOW: Span = Span::from_hours(24 * 60);
+/// How long an open dispute waits for its review before it is overdue, by default.
+pub const DEFAULT_DISPUTE_REVIEW: Span = Span::from_hours(48);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +47,7 @@ struct PlanFile {
     sla: BTreeMap<String, SlaFile>,
     margin_floor: Option<Price>,
     dispute_window: Option<Span>,
+    dispute_review: Option<Span>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,11 +133,20 @@ pub struct TenantPlans {
 pub struct PlanBook {
     pub plans: BTreeMap<String, Plan>,
     pub tenants: BTreeMap<String, TenantPlans>,
+    /// How long a dispute may stay open before its review is overdue, by plan (absent:
+    /// [`DEFAULT_DISPUTE_REVIEW`]). It changes no amount, so it is kept outside the
+    /// terms a checkpoint holds to check closed periods against.
+    #[serde(skip)]
+    pub reviews: BTreeMap<String, Span>,
 }
 
 impl Default for PlanBook {
     fn default() -> Self {
-        PlanBook { plans: BTreeMap::from([(PAYG.to_string(), Plan::payg())]), tenants: BTreeMap::new() }
+        PlanBook {
+            plans: BTreeMap::from([(PAYG.to_string(), Plan::payg())]),
+            tenants: BTreeMap::new(),
+            reviews: BTreeMap::new(),
+        }
     }
 }
 
@@ -210,6 +222,9 @@ impl PlanBook {
                 margin_floor: p.margin_floor.map(|a| a.0),
                 dispute_window: p.dispute_window.unwrap_or(DEFAULT_DISPUTE_WINDOW),
             };
+            if let Some(review) = p.dispute_review {
+                book.reviews.insert(name.clone(), review);
+            }
             book.plans.insert(name, plan);
         }
         for (tenant, t) in raw.tenants {
@@ -290,6 +305,13 @@ impl PlanBook {
         self.tenants.get(tenant)?.external_id.as_deref()
     }
 
+    /// When the review of a dispute opened at `opened_at` is due: the plan of that
+    /// period's `dispute_review` after it.
+    pub fn review_due(&self, tenant: &str, opened_at: Nanos) -> Nanos {
+        let (plan, _) = self.plan_for(tenant, Period::of(opened_at));
+        opened_at.saturating_add(self.reviews.get(&plan.name).unwrap_or(&DEFAULT_DISPUTE_REVIEW).0)
+    }
+
     /// How long after `decided_at` a verdict decided then may be disputed.
     pub fn dispute_deadline(&self, tenant: &str, decided_at: Nanos) -> Nanos {
         let (plan, _) = self.plan_for(tenant, Period::of(decided_at));
@@ -312,6 +334,7 @@ cap_periods = 3
 sla = { ai_resolution = { min_rate = "0.50", credit = "0.10" } }
 margin_floor = "0.60"
 dispute_window = "30d"
+dispute_review = "24h"
 
 [tenants.acme]
 assignments = [ { plan = "payg", from = "2026-01" }, { plan = "growth", from = "2026-06" } ]
@@ -342,6 +365,10 @@ external_id = "cus_acme"
         assert_eq!(book.first_billed_period("acme"), Some(p("2026-06")));
         assert_eq!(book.external_id("acme"), Some("cus_acme"));
         assert_eq!(book.plans[PAYG].dispute_window, DEFAULT_DISPUTE_WINDOW);
+        let june = crate::timestamp::parse_rfc3339("2026-06-01T00:00:00Z").unwrap();
+        let hours = |h: i64| h * 3_600_000_000_000;
+        assert_eq!(book.review_due("acme", june), june + hours(24), "growth reviews within 24h");
+        assert_eq!(book.review_due("acme", june - hours(48)), june, "payg in May: the default 48h");
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub struct Known {
     /// What it was charged, if billable (`None` too while it waits to be rated).
     pub charge: Option<Decimal>,
     #[serde(skip)]
-    line_at: Option<u64>,
+    pub line_at: Option<u64>,
 }
 
 impl From<StoredVerdict> for Known {
@@ -277,6 +277,16 @@ impl TenantBook {
         let known = Known { billable: v.billable, decided_at: v.decided_at, charge, line_at: v.line_at };
         self.verdicts.insert(v.verdict_id, known);
         Ok(())
+    }
+
+    /// A verdict of an open period, as rating knows it.
+    pub fn known(&self, verdict_id: &str) -> Option<&Known> {
+        self.verdicts.get(verdict_id)
+    }
+
+    /// The dispute of a verdict (open or closed), if one was opened.
+    pub fn dispute_of(&self, verdict_id: &str) -> Option<&Dispute> {
+        self.disputed.get(verdict_id).and_then(|&i| self.disputes.get(i))
     }
 
     /// Takes a closed period out of the book (its verdicts too), for the history.
@@ -387,6 +397,23 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The short name of a cause as the ledger keeps it (its text).
+    pub fn code_of(cause: &str) -> &'static str {
+        if cause.starts_with("no ") {
+            "unknown_verdict"
+        } else if cause.starts_with("the verdict is not billable") {
+            "not_billable"
+        } else if cause.starts_with("already disputed") {
+            "already_disputed"
+        } else if cause.starts_with("outside the dispute window") {
+            "outside_window"
+        } else if cause.starts_with("nothing to ") {
+            "no_open_dispute"
+        } else {
+            "refused"
+        }
+    }
+
     /// A short name of the cause, for programs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -437,6 +464,21 @@ pub fn decide(
             }
         }
         Action::CreditGranted { .. } => Decision::Open,
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn every_cause_is_named_again_from_its_text() {
+    let all = [
+        Refusal::UnknownVerdict { outcome: "o".into(), conversation: "c".into(), by: "t".into() },
+        Refusal::NotBillable,
+        Refusal::AlreadyDisputed { by: "e".into(), status: "open" },
+        Refusal::OutsideWindow { decided_at: "a".into(), until: "b".into() },
+        Refusal::NoOpenDispute { verb: "accept" },
+    ];
+    for r in all {
+        assert_eq!(Refusal::code_of(&r.to_string()), r.code(), "{r}");
     }
 }
 

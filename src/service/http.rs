@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use super::dispute_api;
 use super::input::{Input, Records, HTTP_SOURCE};
 use super::reload::Reloader;
 use super::sequencer::Append;
@@ -47,6 +48,9 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/events", post(ingest))
         .route("/v1/rules/reload", post(reload))
         .route("/v1/conversations/{tenant}/{conversation}", get(conversation))
+        .route("/v1/disputes", post(dispute_api::open))
+        .route("/v1/disputes/{verdict_id}/accept", post(dispute_api::accept))
+        .route("/v1/disputes/{verdict_id}/reject", post(dispute_api::reject))
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .merge(guarded)
@@ -58,7 +62,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/invoices/{tenant}/{period}", get(invoice))
         .route("/v1/invoices/{tenant}/{period}/lines/{line}/verdicts", get(line_verdicts))
         .route("/v1/statements/{tenant}/{day}", get(statement))
-        .route("/v1/disputes", get(disputes))
+        .route("/v1/disputes", get(dispute_api::list))
         .route("/v1/balance", get(balance))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -68,18 +72,18 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .with_state(api)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn busy(status: StatusCode, message: &str) -> Response {
+pub(super) fn busy(status: StatusCode, message: &str) -> Response {
     metrics::counter!(telemetry::THROTTLED).increment(1);
     let mut r = error(status, message);
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
-async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
+pub(super) async fn auth(State(api): State<Api>, headers: HeaderMap, req: Request, next: Next) -> Response {
     if let Some(token) = &api.token {
         let given =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
@@ -113,15 +117,6 @@ async fn observe(req: Request, next: Next) -> Response {
 /// and `rejected` with line, offset, reason and error (invalid, malformed, too large,
 /// or `late`: below the watermark when applied). 400 when no record was taken.
 async fn ingest(State(api): State<Api>, body: Bytes) -> Response {
-    let Some(log) = &api.log else {
-        return error(StatusCode::NOT_FOUND, "HTTP ingest is turned off (http_ingest = false)");
-    };
-    if !api.shared.is_ready() {
-        return busy(StatusCode::SERVICE_UNAVAILABLE, "not ready (recovering or shutting down)");
-    }
-    if api.shared.over_backlog() {
-        return busy(StatusCode::TOO_MANY_REQUESTS, "the engine is behind; retry shortly");
-    }
     let records = match body::split(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -130,34 +125,50 @@ async fn ingest(State(api): State<Api>, body: Bytes) -> Response {
     for r in &records {
         batch.push(r.bytes, r.line, r.offset, r.size, r.truncated);
     }
+    let applied = match log_and_apply(&api, batch).await {
+        Ok(applied) => applied,
+        Err(r) => return r,
+    };
+    let taken = applied.accepted + applied.duplicates;
+    let status = if taken == 0 && !applied.rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    (status, Json(applied)).into_response()
+}
+
+/// Writes `batch` (records from HTTP) to the log and waits until the worker applied it:
+/// what became of each record, or the answer to give instead (busy, not ready, failed).
+pub(super) async fn log_and_apply(api: &Api, mut batch: Records) -> Result<Applied, Response> {
+    let Some(log) = &api.log else {
+        return Err(error(StatusCode::NOT_FOUND, "HTTP ingest is turned off (http_ingest = false)"));
+    };
+    if !api.shared.is_ready() {
+        return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "not ready (recovering or shutting down)"));
+    }
+    if api.shared.over_backlog() {
+        return Err(busy(StatusCode::TOO_MANY_REQUESTS, "the engine is behind; retry shortly"));
+    }
     // HTTP has nothing it has not delivered; its backlog is the clients' retries, which
     // the delivery allowance waits for.
     batch.caught_up = true;
     if batch.is_empty() {
-        return Json(Applied::default()).into_response();
+        return Ok(Applied::default());
     }
     let (ack, done) = oneshot::channel();
     match log.try_send(Append::new(Input::Records(batch), Some(ack), &api.shared)) {
         Ok(()) => {}
         Err(TrySendError::Full(a)) => {
             a.withdraw(&api.shared);
-            return busy(StatusCode::SERVICE_UNAVAILABLE, "the log is busy; retry shortly");
+            return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "the log is busy; retry shortly"));
         }
         Err(TrySendError::Disconnected(a)) => {
             a.withdraw(&api.shared);
-            return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
         }
     }
-    let applied = match done.await {
-        Ok(Ok(applied)) => applied,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(_) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "the service stopped before the events were applied")
-        }
-    };
-    let taken = applied.accepted + applied.duplicates;
-    let status = if taken == 0 && !applied.rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (status, Json(applied)).into_response()
+    match done.await {
+        Ok(Ok(applied)) => Ok(applied),
+        Ok(Err(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the service stopped before the events were applied")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -254,13 +265,12 @@ async fn sources(State(api): State<Api>) -> Response {
 #[derive(Deserialize)]
 struct TenantQuery {
     tenant: Option<String>,
-    status: Option<String>,
     offset: Option<usize>,
     limit: Option<usize>,
 }
 
 /// A tenant's billing view from the worker, or the answer to give instead.
-async fn billing(api: &Api, tenant: Option<String>) -> Result<(String, BillingView), Response> {
+pub(super) async fn billing(api: &Api, tenant: Option<String>) -> Result<(String, BillingView), Response> {
     let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
         return Err(error(StatusCode::BAD_REQUEST, "query parameter `tenant` is required"));
     };
@@ -374,18 +384,6 @@ async fn statement(State(api): State<Api>, Path((tenant, day)): Path<(String, St
         Ok(Ok(Ok(s))) => Json(s).into_response(),
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
-    }
-}
-
-/// `GET /v1/disputes?tenant=T[&status=open|accepted|rejected|refused]`.
-async fn disputes(State(api): State<Api>, Query(q): Query<TenantQuery>) -> Response {
-    let status = q.status.clone();
-    match billing(&api, q.tenant).await {
-        Ok((_, view)) => {
-            let all = view.disputes.into_iter().filter(|d| status.as_deref().is_none_or(|s| d.status.word() == s));
-            Json(all.collect::<Vec<_>>()).into_response()
-        }
-        Err(r) => r,
     }
 }
 

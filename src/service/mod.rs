@@ -9,6 +9,7 @@
 //! through the worker, and writes a final checkpoint.
 
 pub mod config;
+mod dispute_api;
 pub mod http;
 pub mod input;
 pub mod partitions;

@@ -406,6 +406,22 @@ impl Service {
         }
     }
 
+    /// Polls `/metrics` until the sample `name` (with its labels) reads `value`; returns
+    /// the last text.
+    pub fn wait_for_metric(&self, name: &str, value: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let m = self.metrics();
+            if m.lines().any(|l| l.strip_prefix(name).is_some_and(|rest| rest.trim() == value)) {
+                return m;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!("{name} never read {value}:\n{m}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();

@@ -99,6 +99,8 @@ pub enum Control {
         reply: oneshot::Sender<Result<Option<u64>, String>>,
     },
     Checkpoint(oneshot::Sender<Result<u64, String>>),
+    /// What the dispute API asks of the ledger.
+    Dispute(DisputeRequest),
 }
 
 /// How many verdicts a line has, and a page of their ids.
@@ -144,8 +146,11 @@ pub enum OutputFile {
     Credits,
 }
 
+mod disputes;
 mod payload;
 mod recover;
+
+pub use disputes::DisputeRequest;
 
 pub use payload::CHECKPOINT_FORMAT;
 pub use recover::Recovered;
@@ -364,7 +369,11 @@ impl Worker {
             match fed {
                 Fed::Blank => {}
                 Fed::Rejected(reason) => self.counters.rejected(reason),
-                Fed::Billing(_) => {}
+                // Billing events count as events taken (or duplicates); a late one was
+                // reported as rejected on its way to the dead letters.
+                Fed::Billing(EventResult::Accepted) => report.iter_mut().for_each(|rep| rep.accepted += 1),
+                Fed::Billing(EventResult::Duplicate) => report.iter_mut().for_each(|rep| rep.duplicates += 1),
+                Fed::Billing(EventResult::Late) => {}
                 Fed::Event(kind, result) => {
                     self.counters.event(kind, result);
                     match result {
@@ -511,7 +520,7 @@ impl Worker {
         self.shared.sources.store(Arc::new(SourcesStatus::of(e.watermark(), &self.live)));
         let wm = e.watermark().current();
         if let Some(ledger) = &self.pipeline.ledger {
-            telemetry::billing(&ledger.gauges(wm), e.rules().currency());
+            telemetry::billing(&ledger.gauges(wm, timestamp::now()), e.rules().currency());
         }
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
@@ -571,6 +580,7 @@ impl Worker {
                         let at = self.ledger().history().store().verdict_line(&verdict_id);
                         let _ = reply.send(at.map_err(|e| e.to_string()));
                     }
+                    Ok(Control::Dispute(request)) => self.dispute(request),
                     Ok(Control::Checkpoint(reply)) => {
                         let r = self.checkpoint().map_err(|e| format!("{e:#}"));
                         if r.is_ok() {
