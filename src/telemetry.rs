@@ -62,6 +62,8 @@ pub const PREPAID: &str = "verdict_prepaid_balance_amount";
 pub const DISPUTES: &str = "verdict_disputes";
 pub const DISPUTES_OVERDUE: &str = "verdict_disputes_overdue";
 pub const DISPUTE_RATE: &str = "verdict_dispute_rate";
+pub const MARGIN_RATIO: &str = "verdict_margin_ratio";
+pub const MARGIN_FLOOR: &str = "verdict_margin_floor";
 
 /// Every metric with its kind and help, for `describe_*` and for the README's list.
 pub const ALL: &[(&str, &str, &str)] = &[
@@ -139,6 +141,12 @@ pub const ALL: &[(&str, &str, &str)] = &[
         "gauge",
         "Disputes opened in the tenant's current period over its billable verdicts in that period (0 to 1), by tenant.",
     ),
+    (
+        MARGIN_RATIO,
+        "gauge",
+        "(Charged less credits less cost) over (charged less credits) in the tenant's current period, by tenant; absent while nothing is charged.",
+    ),
+    (MARGIN_FLOOR, "gauge", "The margin floor of the tenant's plan in the current period, by tenant; absent when the plan sets none."),
 ];
 
 /// Installs the global recorder (once per process) and returns the handle to render.
@@ -337,6 +345,12 @@ pub fn billing(all: &[crate::ledger::gauges::TenantGauges], currency: &str) {
         }
         metrics::gauge!(DISPUTES_OVERDUE, "tenant" => tenant.clone()).set(g.overdue as f64);
         metrics::gauge!(DISPUTE_RATE, "tenant" => tenant.clone()).set(f(g.dispute_rate));
+        if let Some(ratio) = g.margin_ratio() {
+            metrics::gauge!(MARGIN_RATIO, "tenant" => tenant.clone()).set(f(ratio));
+        }
+        if let Some(floor) = g.margin_floor {
+            metrics::gauge!(MARGIN_FLOOR, "tenant" => tenant.clone()).set(f(floor));
+        }
         metrics::gauge!(OPEN_INVOICE, "tenant" => tenant.clone(), "currency" => currency.clone()).set(f(g.open_total));
         metrics::gauge!(PREPAID, "tenant" => tenant, "currency" => currency).set(f(g.balance));
     }

@@ -30,6 +30,20 @@ pub struct TenantGauges {
     pub overdue: u64,
     /// Disputes opened in the period over its billable verdicts (0 with none billable).
     pub dispute_rate: Decimal,
+    /// The plan's margin floor (alerting only).
+    pub margin_floor: Option<Decimal>,
+    /// The period's cost so far (filled by whoever keeps usage: the ledger keeps none).
+    pub cost: Decimal,
+}
+
+impl TenantGauges {
+    /// What was charged net of credits, less cost, over what was charged net of
+    /// credits; `None` while nothing is charged.
+    pub fn margin_ratio(&self) -> Option<Decimal> {
+        let charged: Decimal = self.charges.iter().map(|(_, sum)| *sum).sum();
+        let net = charged - self.credits.iter().map(|(_, sum)| *sum).sum::<Decimal>();
+        (net > Decimal::ZERO).then(|| (net - self.cost) / net)
+    }
 }
 
 pub const DISPUTE_STATUSES: [(DisputeStatus, &str); 4] = [
@@ -58,6 +72,7 @@ impl Ledger {
     fn tenant_gauges(&self, tenant: &str, p: Period, wm: Nanos, now: Nanos) -> TenantGauges {
         let mut g = TenantGauges { tenant: tenant.to_string(), balance: self.balance(tenant), ..Default::default() };
         let (plan, _) = self.plans.plan_for(tenant, p);
+        g.margin_floor = plan.margin_floor;
         let book = self.books.get(tenant).and_then(|b| b.periods.get(&p));
         let mut used = std::collections::BTreeMap::new();
         if let Some(book) = book {
@@ -165,5 +180,9 @@ mod tests {
         assert_eq!(g.dispute_rate, Decimal::ONE / Decimal::from(3));
         let later = wm + 49 * 3_600_000_000_000;
         assert_eq!(l.gauges(wm + 1, later)[0].overdue, 1);
+        // Charged 0.75 at a cost of 0.15: a margin of 80%; nothing charged, no ratio.
+        let g = TenantGauges { cost: Decimal::new(15, 2), ..g.clone() };
+        assert_eq!(g.margin_ratio(), Some(Decimal::new(8, 1)));
+        assert_eq!(TenantGauges::default().margin_ratio(), None);
     }
 }

@@ -520,7 +520,13 @@ impl Worker {
         self.shared.sources.store(Arc::new(SourcesStatus::of(e.watermark(), &self.live)));
         let wm = e.watermark().current();
         if let Some(ledger) = &self.pipeline.ledger {
-            telemetry::billing(&ledger.gauges(wm, timestamp::now()), e.rules().currency());
+            let mut gauges = ledger.gauges(wm, timestamp::now());
+            let mut buf = [0u8; 16];
+            let period = timestamp::period_str(wm, &mut buf);
+            for g in &mut gauges {
+                g.cost = self.pipeline.summary.usage.get(&g.tenant, period).map_or(Default::default(), |u| u.cost);
+            }
+            telemetry::billing(&gauges, e.rules().currency());
         }
         if wm != Nanos::MIN {
             metrics::gauge!(telemetry::WATERMARK).set(telemetry::unix_seconds(wm));
