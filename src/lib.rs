@@ -11,6 +11,8 @@ pub mod export;
 pub mod gen;
 pub mod kinds;
 pub mod ledger;
+pub mod margin_view;
+pub mod margins;
 pub mod money;
 pub mod replay;
 pub mod rules;

@@ -20,6 +20,7 @@ use rust_decimal::Decimal;
 
 use crate::decode::WireEvent;
 use crate::kinds::{self, Kind};
+use crate::margins::ModelCall;
 use crate::rules::api::Decision;
 use crate::rules::evaluator::{Call, Evaluator};
 use crate::rules::{Outcome, RuleSet};
@@ -109,6 +110,8 @@ pub struct Engine {
     wm: Watermark,
     seq: u64,
     out: Vec<Verdict>,
+    /// Model calls applied to open conversations, for the margin view, when wanted.
+    calls: Option<Vec<ModelCall>>,
     stats: Stats,
 }
 
@@ -130,6 +133,7 @@ impl Engine {
             wm,
             seq: 0,
             out: Vec::new(),
+            calls: None,
             stats: Stats::default(),
         };
         e.set_rules(rules);
@@ -144,6 +148,8 @@ impl Engine {
         // a reload (or a restart on edited rules) may bring a handler that does.
         self.wants_attrs =
             std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
+        // Model calls carry the model and token counts the margin view reads.
+        self.wants_attrs[kinds::LLM_CALL as usize] |= self.calls.is_some();
         self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
         self.rules = rules;
@@ -174,6 +180,18 @@ impl Engine {
     /// Takes the verdicts decided so far, in decision order.
     pub fn take_verdicts(&mut self) -> std::vec::Drain<'_, Verdict> {
         self.out.drain(..)
+    }
+
+    /// From now on, keeps the model calls applied (with their attributes), for
+    /// [`Engine::take_calls`].
+    pub fn track_calls(&mut self) {
+        self.calls.get_or_insert_with(Vec::new);
+        self.wants_attrs[kinds::LLM_CALL as usize] = true;
+    }
+
+    /// The model calls applied since the last call, in the order applied.
+    pub fn take_calls(&mut self) -> Vec<ModelCall> {
+        self.calls.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Accepts one decoded event and applies whatever the watermark now allows.
@@ -369,6 +387,11 @@ impl Engine {
         open.ids.push(&pe.id);
 
         let (conv_gen, key_hash) = (conv.gen, conv.key_hash);
+        if let (Some(calls), kinds::LLM_CALL) = (self.calls.as_mut(), pe.kind) {
+            let tenant = self.convs.tenant_name(self.convs.get(slot).tenant);
+            let conversation = &self.convs.get(slot).conversation;
+            calls.push(ModelCall::of(tenant, conversation, pe.cost, pe.attrs.as_deref()));
+        }
         let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
         // First the bookkeeping of every outcome, then the handler calls: outcomes keep
         // separate state, so the order between them does not matter, and most events

@@ -27,6 +27,7 @@ use super::shared::{verdict_key, Shared};
 use super::worker::{Applied, BillingView, Control};
 use crate::aggregates::Usage;
 use crate::ledger::invoice::Invoice;
+use crate::ledger::period::Period;
 use crate::ledger::totals::Charged;
 use crate::sources::body;
 use crate::telemetry;
@@ -64,6 +65,7 @@ pub fn router(api: Api, max_body: usize) -> Router {
         .route("/v1/statements/{tenant}/{day}", get(statement))
         .route("/v1/disputes", get(dispute_api::list))
         .route("/v1/balance", get(balance))
+        .route("/v1/margins", get(margins))
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -382,6 +384,31 @@ async fn statement(State(api): State<Api>, Path((tenant, day)): Path<(String, St
     }
     match tokio::time::timeout(Duration::from_secs(10), answer).await {
         Ok(Ok(Ok(s))) => Json(s).into_response(),
+        Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+    }
+}
+
+/// `GET /v1/margins?[tenant=T][&period=YYYY-MM]`: charged, credited, cost and margin
+/// against the plan's floor, per outcome, with cost by model and the costliest
+/// conversations; every tenant with usage in the period when none is named. The period
+/// defaults to the current month.
+async fn margins(State(api): State<Api>, Query(q): Query<UsageQuery>) -> Response {
+    let period = match q.period.as_deref().map(str::parse::<Period>) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("query parameter `period`: {e}")),
+        None => Period::of(timestamp::now()),
+    };
+    let tenant = q.tenant.filter(|t| !t.is_empty());
+    let (reply, view) = oneshot::channel();
+    if api.worker.send(Control::Margins { tenant: tenant.clone(), period, reply }).is_err() {
+        return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match tokio::time::timeout(Duration::from_secs(10), view).await {
+        Ok(Ok(Ok(mut all))) => match tenant {
+            Some(_) => Json(all.pop()).into_response(),
+            None => Json(all).into_response(),
+        },
         Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
     }

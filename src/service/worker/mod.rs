@@ -19,16 +19,18 @@ use super::shared::{verdict_key, Shared, SourcesStatus};
 use crate::checkpoint::CheckpointStore;
 use crate::engine::inspect::ConversationView;
 use crate::ledger::credit_log::CreditRecord;
-use crate::ledger::invoice::Invoice;
 use crate::ledger::period::Period;
-use crate::ledger::rating::Dispute;
 use crate::ledger::statement::{Day, Statement};
 use crate::ledger::Ledger;
+use crate::margin_view::MarginView;
 use crate::replay::{Fed, Pipeline, Position};
 use crate::rules::RuleSet;
 use crate::sinks::append::AppendFile;
 use crate::telemetry::{self, EventCounters, EventResult};
 use crate::timestamp::{self, Nanos, Span};
+
+/// What a pipeline without model costs checkpoints (the worker's always has them).
+static EMPTY_MARGINS: std::sync::LazyLock<crate::margins::Margins> = std::sync::LazyLock::new(Default::default);
 
 /// The longest verdict line copied into the credit log.
 const MAX_VERDICT_LINE: usize = 16 << 20;
@@ -101,19 +103,16 @@ pub enum Control {
     Checkpoint(oneshot::Sender<Result<u64, String>>),
     /// What the dispute API asks of the ledger.
     Dispute(DisputeRequest),
+    /// The margin view of a period, for one tenant or every tenant with usage in it.
+    Margins {
+        tenant: Option<String>,
+        period: Period,
+        reply: oneshot::Sender<Result<Vec<MarginView>, String>>,
+    },
 }
 
 /// How many verdicts a line has, and a page of their ids.
 pub type VerdictPage = (u64, Vec<String>);
-
-/// What the billing endpoints show of a tenant.
-#[derive(Debug, Default)]
-pub struct BillingView {
-    pub invoices: Vec<Invoice>,
-    pub disputes: Vec<Dispute>,
-    pub balance: rust_decimal::Decimal,
-    pub currency: String,
-}
 
 /// How live time works (see `RunConfig`).
 #[derive(Clone, Debug)]
@@ -149,8 +148,10 @@ pub enum OutputFile {
 mod disputes;
 mod payload;
 mod recover;
+mod views;
 
 pub use disputes::DisputeRequest;
+pub use views::BillingView;
 
 pub use payload::CHECKPOINT_FORMAT;
 pub use recover::Recovered;
@@ -200,22 +201,6 @@ impl Worker {
         }
         self.pipeline.engine.set_rules(rules);
         Ok(())
-    }
-
-    fn billing_view(&self, tenant: &str) -> Result<BillingView, String> {
-        let ledger = self.ledger();
-        let wm = self.pipeline.engine.watermark().current();
-        Ok(BillingView {
-            invoices: ledger.invoices(tenant, wm).map_err(|e| e.to_string())?,
-            disputes: ledger.disputes(tenant).to_vec(),
-            balance: crate::money::with_minor(ledger.balance(tenant), self.pipeline.engine.rules().currency()),
-            currency: self.pipeline.engine.rules().currency().to_string(),
-        })
-    }
-
-    fn statement(&self, tenant: &str, day: Day) -> Result<Statement, String> {
-        let wm = self.pipeline.engine.watermark().current();
-        self.ledger().statement(tenant, day, wm).map_err(|e| e.to_string())
     }
 
     /// The sources the watermark knows (from the checkpoint and the log).
@@ -445,6 +430,7 @@ impl Worker {
             verdicts,
             engine: &self.pipeline.engine,
             ledger: self.ledger().state(),
+            margins: self.pipeline.margins.as_ref().unwrap_or(&EMPTY_MARGINS),
         };
         let bytes =
             bincode::serde::encode_to_vec(&payload, bincode::config::standard()).context("encoding the checkpoint")?;
@@ -587,6 +573,9 @@ impl Worker {
                         let _ = reply.send(at.map_err(|e| e.to_string()));
                     }
                     Ok(Control::Dispute(request)) => self.dispute(request),
+                    Ok(Control::Margins { tenant, period, reply }) => {
+                        let _ = reply.send(self.margins(tenant.as_deref(), period));
+                    }
                     Ok(Control::Checkpoint(reply)) => {
                         let r = self.checkpoint().map_err(|e| format!("{e:#}"));
                         if r.is_ok() {

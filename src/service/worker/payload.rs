@@ -11,12 +11,13 @@ use crate::aggregates::Aggregates;
 use crate::engine::snapshot::{EngineSnapshot, EngineSnapshotV2};
 use crate::engine::Engine;
 use crate::ledger::{LedgerRef, LedgerSnapshot};
+use crate::margins::Margins;
 use crate::service::input::Resume;
 
 /// Checkpoint payload format; bump on any change to [`CheckpointRef`].
-pub const CHECKPOINT_FORMAT: u32 = 4;
+pub const CHECKPOINT_FORMAT: u32 = 5;
 /// The formats this build reads: 2 had no state directory id and no caught-up sources;
-/// 3 had no credit log.
+/// 3 had no credit log; 4 no model costs.
 pub const READS: RangeInclusive<u32> = 2..=CHECKPOINT_FORMAT;
 
 /// The first field names the state directory, so a checkpoint copied in from another
@@ -34,6 +35,7 @@ pub(super) struct CheckpointRef<'a> {
     pub verdicts: Vec<(u128, u64)>,
     pub engine: &'a Engine,
     pub ledger: LedgerRef<'a>,
+    pub margins: &'a Margins,
 }
 
 /// A checkpoint as read back, whatever its format.
@@ -51,6 +53,23 @@ pub(super) struct Payload {
     pub verdicts: Vec<(u128, u64)>,
     pub engine: EngineSnapshot,
     pub ledger: LedgerSnapshot,
+    pub margins: Margins,
+}
+
+/// Format 4: as 5, without model costs (they start empty).
+#[derive(Deserialize)]
+struct PayloadV4 {
+    dir_id: u128,
+    wal_pos: u64,
+    output_len: u64,
+    dead_len: u64,
+    credits_len: u64,
+    sources: BTreeMap<String, Resume>,
+    sinks: BTreeMap<String, u64>,
+    usage: Aggregates,
+    verdicts: Vec<(u128, u64)>,
+    engine: EngineSnapshot,
+    ledger: LedgerSnapshot,
 }
 
 /// Format 3: as 4, without the credit log's length (there was no credit log).
@@ -94,8 +113,25 @@ pub(super) fn dir_id(version: u32, payload: &[u8]) -> Decoded<Option<u128>> {
 /// Decodes a payload of format `version`; one of format 2 takes `dir_id` as its own.
 pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payload> {
     let cfg = bincode::config::standard();
-    if version >= 4 {
+    if version >= 5 {
         return bincode::serde::decode_from_slice(payload, cfg).map(|(p, _)| p);
+    }
+    if version == 4 {
+        let (v4, _): (PayloadV4, _) = bincode::serde::decode_from_slice(payload, cfg)?;
+        return Ok(Payload {
+            dir_id: v4.dir_id,
+            wal_pos: v4.wal_pos,
+            output_len: v4.output_len,
+            dead_len: v4.dead_len,
+            credits_len: v4.credits_len,
+            sources: v4.sources,
+            sinks: v4.sinks,
+            usage: v4.usage,
+            verdicts: v4.verdicts,
+            engine: v4.engine,
+            ledger: v4.ledger,
+            margins: Margins::default(),
+        });
     }
     if version == 3 {
         let (v3, _): (PayloadV3, _) = bincode::serde::decode_from_slice(payload, cfg)?;
@@ -111,6 +147,7 @@ pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payl
             verdicts: v3.verdicts,
             engine: v3.engine,
             ledger: v3.ledger,
+            margins: Margins::default(),
         });
     }
     let (v2, _): (PayloadV2, _) = bincode::serde::decode_from_slice(payload, cfg)?;
@@ -127,5 +164,6 @@ pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payl
         engine: v2.engine.into(),
         // Format 2 came before billing in the service.
         ledger: LedgerSnapshot::default(),
+        margins: Margins::default(),
     })
 }

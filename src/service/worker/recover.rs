@@ -15,6 +15,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{Engine, EngineConfig};
 use crate::ledger::store::{History, Store};
 use crate::ledger::Ledger;
+use crate::margins::Margins;
 use crate::replay::Pipeline;
 use crate::rules::RuleSet;
 use crate::service::input::Input;
@@ -146,7 +147,8 @@ impl Worker {
             }
             None => None,
         };
-        let (engine, mut ledger, wal_pos, mut lens, sources, recovered_sinks, usage, mut verdicts) = match snap {
+        let (engine, mut ledger, wal_pos, mut lens, sources, recovered_sinks, usage, mut verdicts, margins) = match snap
+        {
             Some(Payload {
                 dir_id: _,
                 wal_pos,
@@ -159,6 +161,7 @@ impl Worker {
                 verdicts,
                 engine,
                 ledger,
+                margins,
             }) => {
                 let ledger =
                     Ledger::restore(rules.plans.clone(), rules.currency(), ledger, history()?).map_err(|why| {
@@ -170,14 +173,15 @@ impl Worker {
                     })?;
                 let engine = Engine::restore(cfg, rhai, rules, engine);
                 let lens = [Some(output_len), Some(dead_len), Some(credits_len)];
-                (engine, ledger, wal_pos, lens, sources, sinks, usage, verdicts)
+                (engine, ledger, wal_pos, lens, sources, sinks, usage, verdicts, margins)
             }
             None => {
                 let mut fresh = history()?;
                 fresh.forget_after(None).context("clearing the ledger history")?;
                 let ledger = Ledger::new(rules.plans.clone(), rules.currency(), fresh);
                 let engine = Engine::new(cfg, rhai, rules);
-                (engine, ledger, 0, [None; 3], BTreeMap::new(), BTreeMap::new(), Aggregates::default(), Vec::new())
+                let (sources, sinks) = (BTreeMap::new(), BTreeMap::new());
+                (engine, ledger, 0, [None; 3], sources, sinks, Aggregates::default(), Vec::new(), Margins::default())
             }
         };
         let checkpoint_name = rec.checkpoint_path.as_ref().map_or_else(String::new, |p| p.display().to_string());
@@ -276,7 +280,10 @@ impl Worker {
             crate::service::shared::verdict_key(id).and_then(|k| index.verdicts.get(&k).map(|e| *e.value()))
         }));
         ledger.track_credits();
+        let mut engine = engine;
+        engine.track_calls();
         let mut pipeline = Pipeline::new(engine, Vec::new());
+        pipeline.margins = Some(margins);
         pipeline.summary.usage = usage;
         pipeline.ledger = Some(ledger);
         let mut w = Worker {
