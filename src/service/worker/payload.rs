@@ -15,9 +15,9 @@ use crate::margins::Margins;
 use crate::service::input::Resume;
 
 /// Checkpoint payload format; bump on any change to [`CheckpointRef`].
-pub const CHECKPOINT_FORMAT: u32 = 5;
+pub const CHECKPOINT_FORMAT: u32 = 4;
 /// The formats this build reads: 2 had no state directory id and no caught-up sources;
-/// 3 had no credit log; 4 no model costs.
+/// 3 had no credit log and no model costs.
 pub const READS: RangeInclusive<u32> = 2..=CHECKPOINT_FORMAT;
 
 /// The first field names the state directory, so a checkpoint copied in from another
@@ -56,23 +56,8 @@ pub(super) struct Payload {
     pub margins: Margins,
 }
 
-/// Format 4: as 5, without model costs (they start empty).
-#[derive(Deserialize)]
-struct PayloadV4 {
-    dir_id: u128,
-    wal_pos: u64,
-    output_len: u64,
-    dead_len: u64,
-    credits_len: u64,
-    sources: BTreeMap<String, Resume>,
-    sinks: BTreeMap<String, u64>,
-    usage: Aggregates,
-    verdicts: Vec<(u128, u64)>,
-    engine: EngineSnapshot,
-    ledger: LedgerSnapshot,
-}
-
-/// Format 3: as 4, without the credit log's length (there was no credit log).
+/// Format 3: as 4, without the credit log's length (there was no credit log) and the
+/// model costs (they start empty).
 #[derive(Deserialize)]
 struct PayloadV3 {
     dir_id: u128,
@@ -113,25 +98,8 @@ pub(super) fn dir_id(version: u32, payload: &[u8]) -> Decoded<Option<u128>> {
 /// Decodes a payload of format `version`; one of format 2 takes `dir_id` as its own.
 pub(super) fn decode(version: u32, payload: &[u8], dir_id: u128) -> Decoded<Payload> {
     let cfg = bincode::config::standard();
-    if version >= 5 {
+    if version >= 4 {
         return bincode::serde::decode_from_slice(payload, cfg).map(|(p, _)| p);
-    }
-    if version == 4 {
-        let (v4, _): (PayloadV4, _) = bincode::serde::decode_from_slice(payload, cfg)?;
-        return Ok(Payload {
-            dir_id: v4.dir_id,
-            wal_pos: v4.wal_pos,
-            output_len: v4.output_len,
-            dead_len: v4.dead_len,
-            credits_len: v4.credits_len,
-            sources: v4.sources,
-            sinks: v4.sinks,
-            usage: v4.usage,
-            verdicts: v4.verdicts,
-            engine: v4.engine,
-            ledger: v4.ledger,
-            margins: Margins::default(),
-        });
     }
     if version == 3 {
         let (v3, _): (PayloadV3, _) = bincode::serde::decode_from_slice(payload, cfg)?;
