@@ -8,7 +8,8 @@
 //! each, alternately, and prints the quickest of each and their ratios: on a shared
 //! machine, load that comes and goes then weighs on all alike. `replay_with_invoices`
 //! is the replay with the ledger rating every verdict and every invoice computed at the
-//! end, as `verdict replay` and `verdict invoice` run.
+//! end, as `verdict replay` and `verdict invoice` run; `replay_with_margins` adds the
+//! model costs of every `llm.call` kept for the margin view, as the service keeps them.
 
 use std::borrow::Cow;
 use std::hint::black_box;
@@ -92,15 +93,26 @@ fn parse_only(buf: &[u8]) -> u64 {
 
 /// Verdict lines go to a buffer emptied whenever it passes 64 KiB, as the replay's
 /// buffered writer does; returns the records and the bytes written.
-fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, invoices: bool) -> (u64, usize) {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Invoices,
+    /// Invoices and model costs, as the service runs.
+    Margins,
+}
+
+fn replay(buf: &[u8], rhai: &Arc<rhai::Engine>, rules: &Arc<RuleSet>, mode: Mode) -> (u64, usize) {
     const FLUSH_AT: usize = 64 << 10;
     let drain_every =
         std::env::var("VERDICT_BENCH_DRAIN_EVERY").ok().and_then(|s| s.parse().ok()).unwrap_or(DRAIN_EVERY).max(1);
-    let engine = Engine::new(EngineConfig::default(), rhai.clone(), rules.clone());
-    let mut p = if invoices {
-        Pipeline::billing(engine, vec![]).expect("a ledger in memory")
-    } else {
+    let mut engine = Engine::new(EngineConfig::default(), rhai.clone(), rules.clone());
+    if mode == Mode::Margins {
+        engine.keep_margins(Default::default());
+    }
+    let mut p = if mode == Mode::Plain {
         Pipeline::new(engine, vec![])
+    } else {
+        Pipeline::billing(engine, vec![]).expect("a ledger in memory")
     };
     let mut out = Vec::with_capacity(2 * FLUSH_AT);
     let mut written = 0;
@@ -138,8 +150,13 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(events));
     g.sample_size(10);
     g.bench_function("parse_only_baseline", |b| b.iter(|| black_box(parse_only(black_box(&buf)))));
-    g.bench_function("replay_default_rules", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules, false))));
-    g.bench_function("replay_with_invoices", |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules, true))));
+    for (name, mode) in [
+        ("replay_default_rules", Mode::Plain),
+        ("replay_with_invoices", Mode::Invoices),
+        ("replay_with_margins", Mode::Margins),
+    ] {
+        g.bench_function(name, |b| b.iter(|| black_box(replay(black_box(&buf), &rhai, &rules, mode))));
+    }
     g.finish();
 }
 
@@ -155,30 +172,36 @@ fn alternate(rounds: u32) {
         f();
         t.elapsed().as_secs_f64()
     };
-    let (mut base, mut full, mut billed) = (f64::MAX, f64::MAX, f64::MAX);
+    let (mut base, mut full, mut billed, mut margins) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     let rounds = rounds.max(1);
     for _ in 0..rounds {
         base = base.min(time(&mut || {
             black_box(parse_only(black_box(&buf)));
         }));
         full = full.min(time(&mut || {
-            black_box(replay(black_box(&buf), &rhai, &rules, false));
+            black_box(replay(black_box(&buf), &rhai, &rules, Mode::Plain));
         }));
         billed = billed.min(time(&mut || {
-            black_box(replay(black_box(&buf), &rhai, &rules, true));
+            black_box(replay(black_box(&buf), &rhai, &rules, Mode::Invoices));
+        }));
+        margins = margins.min(time(&mut || {
+            black_box(replay(black_box(&buf), &rhai, &rules, Mode::Margins));
         }));
     }
     println!(
         "{events} events, quickest of {rounds} alternate runs: parse_only_baseline {:.1} ms, \
          replay_default_rules {:.1} ms ({:.2} M events/s), ratio {:.2}; replay_with_invoices {:.1} ms \
-         ({:.2} M events/s), {:+.1}% against the replay",
+         ({:.2} M events/s), {:+.1}% against the replay; replay_with_margins {:.1} ms, {:+.1}% against \
+         the replay with invoices",
         base * 1e3,
         full * 1e3,
         events / full / 1e6,
         full / base,
         billed * 1e3,
         events / billed / 1e6,
-        (billed / full - 1.0) * 100.0
+        (billed / full - 1.0) * 100.0,
+        margins * 1e3,
+        (margins / billed - 1.0) * 100.0
     );
 }
 

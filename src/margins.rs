@@ -4,12 +4,15 @@
 //! per tenant, period (the verdict's) and model: cost, calls, conversations, and the
 //! prompt-cache hit rate where events carry token counts. Each period also keeps its
 //! costliest conversations. Charged amounts come from the ledger; this module holds
-//! only cost, so it sits beside the aggregates, fed by the pipeline.
+//! only cost. The engine feeds it, calls and verdicts in the order it makes them, with
+//! borrowed strings (nothing is allocated per call once a conversation and model are
+//! known); its owner checkpoints it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::timestamp::period_str;
 use crate::verdicts::Verdict;
@@ -19,54 +22,66 @@ pub const COSTLIEST: usize = 10;
 /// The model of a call that names none.
 pub const NO_MODEL: &str = "(none)";
 
-/// One model call applied to an open conversation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ModelCall {
-    pub tenant: String,
-    pub conversation: String,
-    pub model: String,
-    pub cost: Decimal,
-    pub input_tokens: Option<u64>,
-    pub cache_read_tokens: Option<u64>,
+/// The attributes of an `llm.call` this module reads; others are ignored.
+struct CallAttrs<'a> {
+    model: Option<std::borrow::Cow<'a, str>>,
+    /// Raw JSON text.
+    input_tokens: Option<&'a str>,
+    cache_read_tokens: Option<&'a str>,
 }
 
-/// The attributes of an `llm.call` this module reads; others are ignored.
+/// The same, the careful way.
 #[derive(Deserialize)]
-struct CallAttrs<'a> {
+struct Careful<'a> {
     #[serde(borrow, default)]
     model: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    input_tokens: Option<serde_json::Value>,
-    #[serde(default)]
-    cache_read_tokens: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    input_tokens: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cache_read_tokens: Option<&'a RawValue>,
+}
+
+impl<'a> CallAttrs<'a> {
+    /// The members read, picked out in one pass (a model name with an escape, or
+    /// attributes that are not a plain object, take the careful way).
+    fn read(attrs: &'a str) -> Option<CallAttrs<'a>> {
+        let mut a = CallAttrs { model: None, input_tokens: None, cache_read_tokens: None };
+        let mut plain = true;
+        let picked = crate::decode::members::members(attrs, |key, value| match key {
+            "model" => match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(m) if !m.contains('\\') => a.model = Some(std::borrow::Cow::Borrowed(m)),
+                Some(_) => plain = false,
+                None => a.model = None,
+            },
+            "input_tokens" => a.input_tokens = Some(value),
+            "cache_read_tokens" => a.cache_read_tokens = Some(value),
+            _ => {}
+        });
+        match picked {
+            Some(()) if plain => Some(a),
+            _ => serde_json::from_str::<Careful<'_>>(attrs).ok().map(|c| CallAttrs {
+                model: c.model,
+                input_tokens: c.input_tokens.map(RawValue::get),
+                cache_read_tokens: c.cache_read_tokens.map(RawValue::get),
+            }),
+        }
+    }
 }
 
 /// A token count: a non-negative integer (as a number or a string); anything else is
 /// left out rather than guessed.
-fn tokens(v: Option<serde_json::Value>) -> Option<u64> {
-    match v? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
+fn tokens(raw: Option<&str>) -> Option<u64> {
+    let text = raw?;
+    text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text).parse().ok()
 }
 
-impl ModelCall {
-    /// The call an `llm.call` event makes, from its raw attributes (`None`: no attributes).
-    pub fn of(tenant: &str, conversation: &str, cost: Option<Decimal>, attrs: Option<&str>) -> ModelCall {
-        let a = attrs.and_then(|t| serde_json::from_str::<CallAttrs<'_>>(t).ok());
-        let (model, input, cached) = match a {
-            Some(a) => (a.model.filter(|m| !m.is_empty()), tokens(a.input_tokens), tokens(a.cache_read_tokens)),
-            None => (None, None, None),
-        };
-        ModelCall {
-            tenant: tenant.to_string(),
-            conversation: conversation.to_string(),
-            model: model.map_or_else(|| NO_MODEL.to_string(), |m| m.into_owned()),
-            cost: cost.unwrap_or_default(),
-            input_tokens: input,
-            cache_read_tokens: cached,
-        }
+/// A (tenant, conversation) key looked up without allocating.
+#[derive(Hash)]
+struct ConvRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for ConvRef<'_> {
+    fn equivalent(&self, key: &(String, String)) -> bool {
+        self.0 == key.0 && self.1 == key.1
     }
 }
 
@@ -84,26 +99,21 @@ pub struct ModelUse {
 }
 
 impl ModelUse {
-    fn add_call(&mut self, c: &ModelCall) {
+    fn add_call(&mut self, cost: Decimal, tokens: Option<(u64, u64)>) {
         self.calls += 1;
-        self.cost = self.cost.checked_add(c.cost).unwrap_or(Decimal::MAX);
-        if let (Some(input), Some(cached)) = (c.input_tokens, c.cache_read_tokens) {
+        self.cost = self.cost.checked_add(cost).unwrap_or(Decimal::MAX);
+        if let Some((input, cached)) = tokens {
             self.input_tokens = self.input_tokens.saturating_add(input);
             self.cache_read_tokens = self.cache_read_tokens.saturating_add(cached);
         }
     }
 
-    /// Adds the calls counted in `one`.
-    fn add_call_use(&mut self, one: &ModelUse) {
-        self.calls += one.calls;
-        self.cost = self.cost.checked_add(one.cost).unwrap_or(Decimal::MAX);
-        self.input_tokens = self.input_tokens.saturating_add(one.input_tokens);
-        self.cache_read_tokens = self.cache_read_tokens.saturating_add(one.cache_read_tokens);
-    }
-
     /// Adds a conversation's use of the model to a period's.
     fn absorb(&mut self, other: &ModelUse) {
-        self.add_call_use(other);
+        self.calls += other.calls;
+        self.cost = self.cost.checked_add(other.cost).unwrap_or(Decimal::MAX);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.cache_read_tokens = self.cache_read_tokens.saturating_add(other.cache_read_tokens);
         self.conversations += 1;
     }
 
@@ -135,32 +145,51 @@ pub struct PeriodCost {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Margins {
     /// Model use of each open conversation, by (tenant, conversation).
-    open: HashMap<(String, String), BTreeMap<String, ModelUse>>,
+    open: hashbrown::HashMap<(String, String), BTreeMap<String, ModelUse>>,
     /// By tenant, then period.
     periods: BTreeMap<String, BTreeMap<String, PeriodCost>>,
 }
 
 impl Margins {
-    /// A call the engine applied.
-    pub fn call(&mut self, c: ModelCall) {
-        let mut used = ModelUse::default();
-        used.add_call(&c);
-        let models = self.open.entry((c.tenant, c.conversation)).or_default();
-        match models.get_mut(&c.model) {
-            Some(m) => m.add_call_use(&used),
-            None => {
-                models.insert(c.model, used);
+    /// An `llm.call` the engine applied to an open conversation: its cost and raw
+    /// attributes (`model`, `input_tokens`, `cache_read_tokens`). Allocates only for a
+    /// conversation's first call, and its first of each model.
+    pub fn call(&mut self, tenant: &str, conversation: &str, cost: Option<Decimal>, attrs: Option<&str>) {
+        let a = attrs.and_then(CallAttrs::read);
+        let (model, tokens) = match &a {
+            Some(a) => {
+                let both = tokens(a.input_tokens).zip(tokens(a.cache_read_tokens));
+                (a.model.as_deref().filter(|m| !m.is_empty()).unwrap_or(NO_MODEL), both)
             }
+            None => (NO_MODEL, None),
+        };
+        let key = ConvRef(tenant, conversation);
+        let models = match self.open.get_mut(&key) {
+            Some(m) => m,
+            None => self.open.entry((tenant.to_string(), conversation.to_string())).or_default(),
+        };
+        let cost = cost.unwrap_or_default();
+        match models.get_mut(model) {
+            Some(used) => used.add_call(cost, tokens),
+            None => models.entry(model.to_string()).or_default().add_call(cost, tokens),
         }
     }
 
     /// A verdict: its conversation's calls so far count in its period.
     pub fn verdict(&mut self, v: &Verdict) {
         let mut buf = [0u8; 16];
-        let period = period_str(v.decided_at, &mut buf).to_string();
-        let p = self.periods.entry(v.tenant.clone()).or_default().entry(period).or_default();
+        let period = period_str(v.decided_at, &mut buf);
+        // Looked up before inserting: a tenant and period are allocated once, not per verdict.
+        if !self.periods.contains_key(&v.tenant) {
+            self.periods.insert(v.tenant.clone(), BTreeMap::new());
+        }
+        let periods = self.periods.get_mut(&v.tenant).expect("inserted above");
+        if !periods.contains_key(period) {
+            periods.insert(period.to_string(), PeriodCost::default());
+        }
+        let p = periods.get_mut(period).expect("inserted above");
         // A conversation with several outcomes brings its calls with its first verdict.
-        if let Some(models) = self.open.remove(&(v.tenant.clone(), v.conversation.clone())) {
+        if let Some(models) = self.open.remove(&ConvRef(&v.tenant, &v.conversation)) {
             for (model, used) in models {
                 p.models.entry(model).or_default().absorb(&used);
             }
@@ -195,9 +224,9 @@ impl Margins {
 mod tests {
     use super::*;
 
-    fn call(conv: &str, model: &str, cost: &str, attrs: &str) -> ModelCall {
+    fn call(m: &mut Margins, conv: &str, model: &str, cost: &str, attrs: &str) {
         let attrs = attrs.replace("MODEL", model);
-        ModelCall::of("acme", conv, Some(cost.parse().unwrap()), Some(&attrs))
+        m.call("acme", conv, Some(cost.parse().unwrap()), Some(&attrs));
     }
 
     fn verdict(conv: &str, cost: &str) -> Verdict {
@@ -222,12 +251,12 @@ mod tests {
     #[test]
     fn calls_count_by_model_in_the_period_of_their_verdict() {
         let mut m = Margins::default();
-        let with_cache = r#"{"model":"MODEL","input_tokens":1000,"cache_read_tokens":"600"}"#;
-        m.call(call("c1", "gpt-x", "0.02", with_cache));
-        m.call(call("c1", "gpt-x", "0.03", r#"{"model":"MODEL","input_tokens":500}"#));
-        m.call(call("c1", "small", "0.001", with_cache));
-        m.call(call("c2", "gpt-x", "0.05", r#"{"input_tokens":-3,"model":"MODEL"}"#));
-        m.call(ModelCall::of("acme", "c3", None, None));
+        let with_cache = r#"{"model":"MODEL","input_tokens":1000,"cache_read_tokens":"600","meta":{"model":"no"}}"#;
+        call(&mut m, "c1", "gpt-x", "0.02", with_cache);
+        call(&mut m, "c1", "gpt-x", "0.03", r#"{"model":"MODEL","input_tokens":500}"#);
+        call(&mut m, "c1", "sm\\u0061ll", "0.001", with_cache);
+        call(&mut m, "c2", "gpt-x", "0.05", r#"{"input_tokens":-3,"model":"MODEL"}"#);
+        m.call("acme", "c3", None, None);
         assert_eq!(m.open_conversations(), 3);
         m.verdict(&verdict("c1", "0.051"));
         m.verdict(&verdict("c2", "0.05"));

@@ -15,7 +15,6 @@ use crate::ledger::billing::{self, BillingEvent};
 use crate::ledger::rating::Rated;
 use crate::ledger::store::{History, StoreError};
 use crate::ledger::{Ledger, Taken as LedgerTaken};
-use crate::margins::Margins;
 use crate::rules::{sandbox, Limits, RuleSet};
 use crate::sinks::NdjsonSink;
 use crate::sources::{open_input, LineReader};
@@ -38,8 +37,6 @@ pub struct Pipeline {
     /// Rates verdicts and billing events into invoices; without it billing events are
     /// refused (rule fixtures do not bill).
     pub ledger: Option<Ledger>,
-    /// Model costs for the margin view, when kept (the service keeps them).
-    pub margins: Option<Margins>,
 }
 
 /// What became of one fed record.
@@ -65,7 +62,7 @@ pub struct Position<'a> {
 
 impl Pipeline {
     pub fn new(engine: Engine, inputs: Vec<String>) -> Self {
-        Pipeline { engine, summary: Summary::new(inputs), ledger: None, margins: None }
+        Pipeline { engine, summary: Summary::new(inputs), ledger: None }
     }
 
     /// The same, rating into a ledger under the rules' plans, with its history in memory.
@@ -175,15 +172,9 @@ impl Pipeline {
     /// history keeps it, to find verdicts of closed periods).
     pub fn drain_placed(&mut self, mut f: impl FnMut(&Verdict) -> Option<u64>) {
         self.engine.catch_up();
-        if let Some(m) = &mut self.margins {
-            self.engine.take_calls().into_iter().for_each(|c| m.call(c));
-        }
         for v in self.engine.take_verdicts() {
             self.summary.count_verdict(&v.outcome, &v.reason);
             self.summary.usage.record(&v);
-            if let Some(m) = &mut self.margins {
-                m.verdict(&v);
-            }
             let line_at = f(&v);
             if let Some(ledger) = &mut self.ledger {
                 ledger.add_verdict(Rated { line_at, ..Rated::from(v) });

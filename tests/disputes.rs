@@ -10,16 +10,7 @@ use common::Service;
 use serde_json::{json, Value};
 
 const ARGS: [&str; 4] = ["--wall-clock", "false", "--reject-future", "false"];
-const T0: &str = "2026-06-10T10:00:00Z";
-
-fn at(secs: i64) -> String {
-    let t0 = verdict::timestamp::parse_rfc3339(T0).unwrap();
-    verdict::timestamp::format_rfc3339(t0 + secs * 1_000_000_000)
-}
-
-fn event(id: &str, kind: &str, conv: &str, secs: i64, attrs: Value) -> String {
-    json!({"id": id, "type": kind, "tenant": "acme", "conversation": conv, "ts": at(secs), "attrs": attrs}).to_string()
-}
+use common::acme::{at, event, T0};
 
 /// c1, c3, c4, c5 resolved with an AI answer (billable at 0.50, 24 h later); c2 escalated.
 fn stream() -> String {

@@ -2,6 +2,7 @@
 
 pub mod deadletter;
 pub mod event;
+pub mod members;
 pub mod scan;
 
 pub use deadletter::DeadLetter;

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 
 use crate::decode::WireEvent;
 use crate::kinds::{self, Kind};
-use crate::margins::ModelCall;
+use crate::margins::Margins;
 use crate::rules::api::Decision;
 use crate::rules::evaluator::{Call, Evaluator};
 use crate::rules::{Outcome, RuleSet};
@@ -110,8 +110,12 @@ pub struct Engine {
     wm: Watermark,
     seq: u64,
     out: Vec<Verdict>,
-    /// Model calls applied to open conversations, for the margin view, when wanted.
-    calls: Option<Vec<ModelCall>>,
+    /// Model costs for the margin view, when kept: fed the calls applied to open
+    /// conversations and the verdicts, in the order the engine makes them. Not part of
+    /// the engine's snapshot: its owner checkpoints it ([`Engine::margins`]).
+    margins: Option<Margins>,
+    /// Whether a rule reads `llm.call` attributes (else the margin view takes them).
+    rules_read_llm_attrs: bool,
     stats: Stats,
 }
 
@@ -133,7 +137,8 @@ impl Engine {
             wm,
             seq: 0,
             out: Vec::new(),
-            calls: None,
+            margins: None,
+            rules_read_llm_attrs: false,
             stats: Stats::default(),
         };
         e.set_rules(rules);
@@ -149,7 +154,8 @@ impl Engine {
         self.wants_attrs =
             std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
         // Model calls carry the model and token counts the margin view reads.
-        self.wants_attrs[kinds::LLM_CALL as usize] |= self.calls.is_some();
+        self.rules_read_llm_attrs = self.wants_attrs[kinds::LLM_CALL as usize];
+        self.wants_attrs[kinds::LLM_CALL as usize] |= self.margins.is_some();
         self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
         self.rules = rules;
@@ -182,16 +188,15 @@ impl Engine {
         self.out.drain(..)
     }
 
-    /// From now on, keeps the model calls applied (with their attributes), for
-    /// [`Engine::take_calls`].
-    pub fn track_calls(&mut self) {
-        self.calls.get_or_insert_with(Vec::new);
+    /// From now on, keeps model costs for the margin view in `margins` (restored from
+    /// a checkpoint, or empty).
+    pub fn keep_margins(&mut self, margins: Margins) {
+        self.margins = Some(margins);
         self.wants_attrs[kinds::LLM_CALL as usize] = true;
     }
 
-    /// The model calls applied since the last call, in the order applied.
-    pub fn take_calls(&mut self) -> Vec<ModelCall> {
-        self.calls.as_mut().map(std::mem::take).unwrap_or_default()
+    pub fn margins(&self) -> Option<&Margins> {
+        self.margins.as_ref()
     }
 
     /// Accepts one decoded event and applies whatever the watermark now allows.
@@ -387,10 +392,12 @@ impl Engine {
         open.ids.push(&pe.id);
 
         let (conv_gen, key_hash) = (conv.gen, conv.key_hash);
-        if let (Some(calls), kinds::LLM_CALL) = (self.calls.as_mut(), pe.kind) {
-            let tenant = self.convs.tenant_name(self.convs.get(slot).tenant);
-            let conversation = &self.convs.get(slot).conversation;
-            calls.push(ModelCall::of(tenant, conversation, pe.cost, pe.attrs.as_deref()));
+        if let (Some(m), kinds::LLM_CALL) = (self.margins.as_mut(), pe.kind) {
+            let conv = self.convs.get(slot);
+            m.call(self.convs.tenant_name(conv.tenant), &conv.conversation, pe.cost, pe.attrs.as_deref());
+            if !self.rules_read_llm_attrs {
+                pe.attrs = None;
+            }
         }
         let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
         // First the bookkeeping of every outcome, then the handler calls: outcomes keep
@@ -635,7 +642,7 @@ impl Engine {
             }
         };
         self.stats.verdicts += 1;
-        self.out.push(Verdict {
+        let v = Verdict {
             verdict_id: verdict_id(&tenant, &conversation, &outcome.name),
             outcome: outcome.name.clone(),
             tenant,
@@ -650,7 +657,11 @@ impl Engine {
             rule_version: outcome.version.clone(),
             events: crate::verdicts::EventIds(events),
             error,
-        });
+        };
+        if let Some(m) = self.margins.as_mut() {
+            m.verdict(&v);
+        }
+        self.out.push(v);
     }
 
     /// Turns a conversation decided for every outcome into a tombstone, kept for the

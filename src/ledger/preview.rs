@@ -156,9 +156,73 @@ impl Ledger {
         })
     }
 
-    /// Whether the ledger knows `tenant`: it has a book (a verdict or billing event) or
-    /// a plan assignment.
+    /// Whether the ledger knows `tenant`: it has a book (a verdict or billing event,
+    /// rated or waiting) or a plan assignment.
     pub fn knows_tenant(&self, tenant: &str) -> bool {
-        self.books.contains_key(tenant) || self.plans.tenants.contains_key(tenant)
+        self.books.contains_key(tenant)
+            || self.plans.tenants.contains_key(tenant)
+            || self.pending.iter().any(|std::cmp::Reverse(p)| p.key().3 == tenant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ledger::plans::PlanBook;
+    use crate::ledger::rating::{Rated, Refusal};
+    use crate::ledger::store::History;
+    use crate::timestamp::parse_rfc3339;
+
+    fn t(s: &str) -> Nanos {
+        parse_rfc3339(s).unwrap()
+    }
+
+    fn event(id: &str, at: &str, action: Action) -> BillingEvent {
+        BillingEvent { id: id.into(), tenant: "acme".into(), conversation: "c1".into(), ts: t(at), action }
+    }
+
+    #[test]
+    fn a_waiting_event_is_decided_as_rating_will_and_a_rated_one_as_it_was() {
+        let mut l = Ledger::new(Arc::new(PlanBook::default()), "USD", History::in_memory().unwrap());
+        let o = || "ai_resolution".to_string();
+        l.add_verdict(Rated {
+            verdict_id: verdict_id("acme", "c1", "ai_resolution"),
+            tenant: "acme".into(),
+            conversation: "c1".into(),
+            outcome: o(),
+            billable: true,
+            amount: Decimal::new(150, 2),
+            cost: Decimal::ZERO,
+            decided_at: t("2026-06-12T10:00:00Z"),
+            line_at: None,
+        });
+        l.advance(t("2026-06-12T11:00:00Z"));
+        assert!(l.knows_tenant("acme") && !l.knows_tenant("zeta"));
+        let open = event("o1", "2026-06-13T00:00:00Z", Action::DisputeOpened { outcome: o(), reason: String::new() });
+        let accept = event("a1", "2026-06-13T01:00:00Z", Action::DisputeAccepted { outcome: o(), note: String::new() });
+        let again = event("a2", "2026-06-13T02:00:00Z", Action::DisputeAccepted { outcome: o(), note: String::new() });
+        for e in [&open, &accept, &again] {
+            l.add_billing(e.clone());
+        }
+        let waiting = |l: &Ledger, e: &BillingEvent| match l.preview(e).unwrap() {
+            Some(Preview::Pending { decision, credit, .. }) => (decision, credit),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(waiting(&l, &open), (Decision::Open, None));
+        assert_eq!(waiting(&l, &accept), (Decision::Accept, Some(Decimal::new(150, 2))), "the charge, known");
+        let refused = Decision::Refuse(Refusal::NoOpenDispute { verb: "accept" });
+        assert_eq!(waiting(&l, &again), (refused, None), "the first accept closed it");
+        assert_eq!(l.dispute_subject(&verdict_id("acme", "c1", "ai_resolution")).unwrap().conversation, "c1");
+        l.advance(t("2026-06-14T00:00:00Z"));
+        let rated = |e: &BillingEvent| match l.preview(e).unwrap() {
+            Some(Preview::Rated(d)) => (d.status, d.credit),
+            other => panic!("{other:?}"),
+        };
+        let credited = (DisputeStatus::Accepted, Some(Decimal::new(150, 2)));
+        assert_eq!(rated(&open), credited, "the dispute it opened, closed since");
+        assert_eq!(rated(&accept), credited);
+        assert_eq!(rated(&again).0, DisputeStatus::Refused);
     }
 }

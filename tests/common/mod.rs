@@ -520,3 +520,21 @@ pub fn with_billing(all: &[u8]) -> Vec<u8> {
     out.push(b'\n');
     out
 }
+
+/// Hand-written events of tenant `acme`, timed in seconds after June 10th 2026, 10:00.
+pub mod acme {
+    use serde_json::{json, Value};
+
+    pub const T0: &str = "2026-06-10T10:00:00Z";
+
+    /// The time `secs` after [`T0`], as RFC 3339.
+    pub fn at(secs: i64) -> String {
+        let t0 = verdict::timestamp::parse_rfc3339(T0).unwrap();
+        verdict::timestamp::format_rfc3339(t0 + secs * 1_000_000_000)
+    }
+
+    pub fn event(id: &str, kind: &str, conv: &str, secs: i64, attrs: Value) -> String {
+        json!({"id": id, "type": kind, "tenant": "acme", "conversation": conv, "ts": at(secs), "attrs": attrs})
+            .to_string()
+    }
+}

@@ -430,7 +430,7 @@ impl Worker {
             verdicts,
             engine: &self.pipeline.engine,
             ledger: self.ledger().state(),
-            margins: self.pipeline.margins.as_ref().unwrap_or(&EMPTY_MARGINS),
+            margins: self.pipeline.engine.margins().unwrap_or(&EMPTY_MARGINS),
         };
         let bytes =
             bincode::serde::encode_to_vec(&payload, bincode::config::standard()).context("encoding the checkpoint")?;

@@ -281,9 +281,8 @@ impl Worker {
         }));
         ledger.track_credits();
         let mut engine = engine;
-        engine.track_calls();
+        engine.keep_margins(margins);
         let mut pipeline = Pipeline::new(engine, Vec::new());
-        pipeline.margins = Some(margins);
         pipeline.summary.usage = usage;
         pipeline.ledger = Some(ledger);
         let mut w = Worker {

@@ -43,7 +43,7 @@ impl Worker {
             .into_iter()
             .map(|t| {
                 let invoice = ledger.invoice(t, period, wm).map_err(|e| e.to_string())?;
-                let costs = self.pipeline.margins.as_ref().and_then(|m| m.period(t, &p));
+                let costs = self.pipeline.engine.margins().and_then(|m| m.period(t, &p));
                 let floor = ledger.plans().plan_for(t, period).0.margin_floor;
                 Ok(margin_view(t, &p, invoice.as_ref(), usage.get(t, &p), costs, floor, currency))
             })
