@@ -226,7 +226,9 @@ impl From<StoredVerdict> for Known {
 pub struct TenantBook {
     pub periods: BTreeMap<Period, PeriodBook>,
     pub disputes: Vec<Dispute>,
-    verdicts: HashMap<String, Known>,
+    /// hashbrown's hasher: every verdict rated is looked up and inserted here, and
+    /// SipHash of its id was a tenth of rating. Serialized as any map.
+    verdicts: hashbrown::HashMap<String, Known>,
     /// The dispute of each verdict disputed, by verdict id.
     disputed: HashMap<String, usize>,
 }
