@@ -114,8 +114,6 @@ pub struct Engine {
     /// conversations and the verdicts, in the order the engine makes them. Not part of
     /// the engine's snapshot: its owner checkpoints it ([`Engine::margins`]).
     margins: Option<Margins>,
-    /// Whether a rule reads `llm.call` attributes (else the margin view takes them).
-    rules_read_llm_attrs: bool,
     stats: Stats,
 }
 
@@ -138,7 +136,6 @@ impl Engine {
             seq: 0,
             out: Vec::new(),
             margins: None,
-            rules_read_llm_attrs: false,
             stats: Stats::default(),
         };
         e.set_rules(rules);
@@ -154,7 +151,6 @@ impl Engine {
         self.wants_attrs =
             std::array::from_fn(|k| rules.outcomes.iter().any(|o| o.handler_for(k as Kind, kinds::KNOWN[k]).is_some()));
         // Model calls carry the model and token counts the margin view reads.
-        self.rules_read_llm_attrs = self.wants_attrs[kinds::LLM_CALL as usize];
         self.wants_attrs[kinds::LLM_CALL as usize] |= self.margins.is_some();
         self.wants_attrs_other = rules.outcomes.iter().any(|o| o.on_event.is_some() || !o.on_other.is_empty());
         // Outcomes that gained `on_idle` need their idle check armed on the next event.
@@ -395,9 +391,6 @@ impl Engine {
         if let (Some(m), kinds::LLM_CALL) = (self.margins.as_mut(), pe.kind) {
             let conv = self.convs.get(slot);
             m.call(self.convs.tenant_name(conv.tenant), &conv.conversation, pe.cost, pe.attrs.as_deref());
-            if !self.rules_read_llm_attrs {
-                pe.attrs = None;
-            }
         }
         let kind_name = pe.kind_name.as_deref().unwrap_or_else(|| kinds::KNOWN[pe.kind as usize]);
         // First the bookkeeping of every outcome, then the handler calls: outcomes keep

@@ -126,7 +126,12 @@ pub fn usage_from_line<'a>(line: &'a str, plans: &'a PlanBook) -> Result<Option<
 /// `None` when the credit carries no verdict (it could not be read when the credit was
 /// given) or the verdict is not billable.
 pub fn correction_from_line<'a>(line: &'a str, plans: &'a PlanBook) -> Result<Option<Correction<'a>>, LineError> {
-    let c: CreditLine<'a> = serde_json::from_str(line.trim_end()).map_err(|e| LineError::Json(e.to_string()))?;
+    let c: CreditLine<'a> = serde_json::from_str(line).map_err(|e| LineError::Json(e.to_string()))?;
+    correction_from_credit(c, plans)
+}
+
+/// [`correction_from_line`] of a line already read.
+pub fn correction_from_credit<'a>(c: CreditLine<'a>, plans: &'a PlanBook) -> Result<Option<Correction<'a>>, LineError> {
     let Some(verdict) = c.verdict.filter(|v| v.get() != "null") else { return Ok(None) };
     let at = parse_rfc3339(&c.at).map_err(|e| LineError::Invalid { field: "at", why: e.to_string() })?;
     let usage = usage_from_line(verdict.get(), plans)?;

@@ -27,7 +27,7 @@ use rust_decimal::Decimal;
 use crate::ledger::rating::CreditKind;
 use crate::timestamp::Nanos;
 
-pub use line::{correction_from_line, usage_from_line, LineError};
+pub use line::{correction_from_credit, correction_from_line, usage_from_line, LineError};
 
 /// A billing platform verdict exports to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -75,14 +75,6 @@ pub enum Item<'a> {
 }
 
 impl Item<'_> {
-    /// Its time: a usage's `decided_at`, a correction's credit time.
-    pub fn at(&self) -> Nanos {
-        match self {
-            Item::Usage(u) => u.decided_at,
-            Item::Correction(c) => c.at,
-        }
-    }
-
     /// The order exports take: by time, usages before corrections at equal time (as the
     /// ledger rates), then by verdict id.
     pub fn order_key(&self) -> (Nanos, u8, &str) {
@@ -93,7 +85,8 @@ impl Item<'_> {
     }
 }
 
-/// One HTTP request to a platform's API. `path` is relative to [`Platform::base_url`].
+/// One HTTP request to a platform's API. `path` is relative to the API's base URL (the
+/// push sink's `push_url`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: &'static str,
@@ -124,16 +117,6 @@ impl Platform {
             Platform::Metronome => "metronome",
             Platform::Lago => "lago",
             Platform::Stripe => "stripe",
-        }
-    }
-
-    /// The API's documented base URL (Lago self-hosted runs elsewhere).
-    pub fn base_url(self) -> &'static str {
-        match self {
-            Platform::Orb => "https://api.withorb.com",
-            Platform::Metronome => "https://api.metronome.com",
-            Platform::Lago => "https://api.getlago.com",
-            Platform::Stripe => "https://api.stripe.com",
         }
     }
 

@@ -456,7 +456,8 @@ impl Ledger {
         if closed.is_some_and(|c| period <= c) {
             return self.history.store().invoice(tenant, period);
         }
-        Ok(self.invoices(tenant, wm)?.into_iter().find(|i| i.period == name))
+        // An open period: its draft (the finals in the history are all of closed ones).
+        Ok(self.drafts(tenant, wm).into_iter().find(|i| i.period == name))
     }
 
     fn page_of(

@@ -455,7 +455,7 @@ impl Seen {
 
     fn probes(id: &str) -> [usize; 4] {
         // Verdict ids are SHA-256 prefixes in hex: their bits are already uniform.
-        let h = hex_u128(id).unwrap_or_else(|| {
+        let h = crate::verdicts::hex_u128(id).unwrap_or_else(|| {
             use std::hash::{Hash, Hasher};
             let mut s = std::collections::hash_map::DefaultHasher::new();
             id.hash(&mut s);
@@ -475,23 +475,6 @@ impl Seen {
     fn may_hold(&self, id: &str) -> bool {
         self.added > 0 && Self::probes(id).iter().all(|&b| self.bits[b >> 6] & (1 << (b & 63)) != 0)
     }
-}
-
-/// Up to 32 lowercase or uppercase hex digits as a number (`from_str_radix` checks each
-/// character the slow way, on every verdict rated).
-fn hex_u128(s: &str) -> Option<u128> {
-    if s.is_empty() || s.len() > 32 {
-        return None;
-    }
-    s.bytes().try_fold(0u128, |acc, c| {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        Some(acc << 4 | u128::from(d))
-    })
 }
 
 /// The history with its filter of verdict ids.
@@ -616,22 +599,6 @@ mod tests {
         assert_eq!(h.store().verdict("v-2026-05").unwrap().unwrap().charge, Some(Decimal::new(150, 2)));
         assert_eq!(h.forget_after(None).unwrap(), 1);
         assert!(h.store().tenants().unwrap().is_empty());
-    }
-
-    #[test]
-    fn hex_ids_read_as_numbers_like_from_str_radix() {
-        for id in [
-            "0",
-            "ff",
-            "dcaa39eb45de2ba7528d29c6eedd1413",
-            "DCAA39eb45de2ba7528d29c6eedd1413",
-            "ffffffffffffffffffffffffffffffff",
-        ] {
-            assert_eq!(hex_u128(id), u128::from_str_radix(id, 16).ok(), "{id}");
-        }
-        for id in ["", "0x1", "g", "dcaa39eb45de2ba7528d29c6eedd14130"] {
-            assert_eq!(hex_u128(id), None, "{id}");
-        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use super::http::{busy, error, log_and_apply, Api};
+use super::http::{error, log_and_apply, Api};
 use super::input::{Records, HTTP_SOURCE};
 use super::worker::{Control, DisputeRequest};
 use crate::ledger::billing::{self, Action, BillingEvent};
@@ -63,14 +63,7 @@ fn stamp(ts: Option<&str>) -> Result<Nanos, String> {
 }
 
 async fn ask<T>(api: &Api, request: impl FnOnce(oneshot::Sender<T>) -> DisputeRequest) -> Result<T, Response> {
-    let (reply, answer) = oneshot::channel();
-    if api.worker.send(Control::Dispute(request(reply))).is_err() {
-        return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
-    }
-    match tokio::time::timeout(std::time::Duration::from_secs(10), answer).await {
-        Ok(Ok(v)) => Ok(v),
-        _ => Err(busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time")),
-    }
+    super::http::ask(api, |reply| Control::Dispute(request(reply))).await
 }
 
 /// `POST /v1/disputes`: opens a dispute of the verdict of (tenant, conversation, outcome).

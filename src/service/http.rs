@@ -276,13 +276,21 @@ pub(super) async fn billing(api: &Api, tenant: Option<String>) -> Result<(String
     let Some(tenant) = tenant.filter(|t| !t.is_empty()) else {
         return Err(error(StatusCode::BAD_REQUEST, "query parameter `tenant` is required"));
     };
-    let (reply, view) = oneshot::channel();
-    if api.worker.send(Control::Billing { tenant: tenant.clone(), reply }).is_err() {
+    match ask(api, |reply| Control::Billing { tenant: tenant.clone(), reply }).await? {
+        Ok(v) => Ok((tenant, v)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    }
+}
+
+/// Sends the worker a request made with a reply channel and waits (10 s at most) for
+/// its answer, or the answer to give instead (shutting down, the worker too slow).
+pub(super) async fn ask<T>(api: &Api, request: impl FnOnce(oneshot::Sender<T>) -> Control) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    if api.worker.send(request(reply)).is_err() {
         return Err(busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
     }
-    match tokio::time::timeout(Duration::from_secs(10), view).await {
-        Ok(Ok(Ok(v))) => Ok((tenant, v)),
-        Ok(Ok(Err(e))) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    match tokio::time::timeout(Duration::from_secs(10), answer).await {
+        Ok(Ok(v)) => Ok(v),
         _ => Err(busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time")),
     }
 }
@@ -400,17 +408,13 @@ async fn margins(State(api): State<Api>, Query(q): Query<UsageQuery>) -> Respons
         None => Period::of(timestamp::now()),
     };
     let tenant = q.tenant.filter(|t| !t.is_empty());
-    let (reply, view) = oneshot::channel();
-    if api.worker.send(Control::Margins { tenant: tenant.clone(), period, reply }).is_err() {
-        return busy(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    match tokio::time::timeout(Duration::from_secs(10), view).await {
-        Ok(Ok(Ok(mut all))) => match tenant {
+    match ask(&api, |reply| Control::Margins { tenant: tenant.clone(), period, reply }).await {
+        Ok(Ok(mut all)) => match tenant {
             Some(_) => Json(all.pop()).into_response(),
             None => Json(all).into_response(),
         },
-        Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        _ => busy(StatusCode::SERVICE_UNAVAILABLE, "the worker did not answer in time"),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(r) => r,
     }
 }
 

@@ -164,5 +164,5 @@ pub fn verdict_key(id: &str) -> Option<u128> {
     if id.len() != 32 {
         return None;
     }
-    u128::from_str_radix(id, 16).ok()
+    crate::verdicts::hex_u128(id)
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::export::{correction_from_line, usage_from_line, Item, Platform, Request};
+use crate::export::{correction_from_credit, usage_from_line, Item, Platform, Request};
 use crate::ledger::credit_log::CreditLine;
 use crate::ledger::plans::PlanBook;
 use crate::telemetry;
@@ -142,22 +142,22 @@ impl PushSink {
         }
     }
 
-    /// What a line of `path` (the verdict file or the credit log) becomes.
-    fn parse<'a>(&self, path: &Path, line: &'a str, plans: &'a PlanBook) -> Parsed<'a> {
-        if path != self.credits_path {
-            return match usage_from_line(line, plans) {
-                Ok(u) => Parsed::Send(u.map(Item::Usage)),
-                Err(e) => Parsed::Bad(e.to_string()),
+    /// What a line of the verdict file, or of the credit log, becomes.
+    fn parse<'a>(&self, credits: bool, line: &'a str, plans: &'a PlanBook) -> Parsed<'a> {
+        let item = if credits {
+            let credit = match serde_json::from_str::<CreditLine<'_>>(line) {
+                Ok(c) => c,
+                Err(e) => return Parsed::Bad(e.to_string()),
             };
-        }
-        let verdict_line = serde_json::from_str::<CreditLine<'_>>(line).map(|c| c.verdict_line);
-        if let Ok(Some(at)) = verdict_line {
-            if at >= self.acked.load(Ordering::Acquire) {
+            if credit.verdict_line.is_some_and(|at| at >= self.acked.load(Ordering::Acquire)) {
                 return Parsed::Wait;
             }
-        }
-        match correction_from_line(line, plans) {
-            Ok(c) => Parsed::Send(c.map(Item::Correction)),
+            correction_from_credit(credit, plans).map(|c| c.map(Item::Correction))
+        } else {
+            usage_from_line(line, plans).map(|u| u.map(Item::Usage))
+        };
+        match item {
+            Ok(item) => Parsed::Send(item),
             Err(e) => Parsed::Bad(e.to_string()),
         }
     }
@@ -174,10 +174,7 @@ impl PushSink {
         buf: &[u8],
     ) -> Result<(), (String, Option<Duration>, bool)> {
         let (_, mut used) = super::complete_lines(buf);
-        if used == 0 {
-            std::thread::sleep(IDLE_POLL);
-            return Ok(());
-        }
+        let credits = path == self.credits_path;
         let plans = (self.plans)();
         let (mut items, mut ends) = (Vec::new(), Vec::new());
         let mut end = 0;
@@ -190,7 +187,7 @@ impl PushSink {
                 end += line.len();
                 continue;
             }
-            match self.parse(path, text, &plans) {
+            match self.parse(credits, text, &plans) {
                 Parsed::Wait => {
                     used = end;
                     break;
@@ -212,8 +209,7 @@ impl PushSink {
         }
         let mut done = 0;
         for r in self.platform.requests(&items) {
-            // A correction's request carries no event key of its own; it counts as one.
-            let carried = r.keys.len().max(1);
+            let carried = r.keys.len();
             match self.send(agent, &r) {
                 Sent::Delivered => metrics::counter!(telemetry::SINK_RECORDS, "sink" => NAME).increment(carried as u64),
                 Sent::Refused(status, body) => self.refused(&r, status, &body),

@@ -107,9 +107,42 @@ pub fn verdict_id(tenant: &str, conversation: &str, outcome: &str) -> String {
     s
 }
 
+/// Up to 32 lowercase or uppercase hex digits as a number (`from_str_radix` checks each
+/// character the slow way, on every verdict rated or looked up).
+pub fn hex_u128(s: &str) -> Option<u128> {
+    if s.is_empty() || s.len() > 32 {
+        return None;
+    }
+    s.bytes().try_fold(0u128, |acc, c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(d))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_ids_read_as_numbers_like_from_str_radix() {
+        for id in [
+            "0",
+            "ff",
+            "dcaa39eb45de2ba7528d29c6eedd1413",
+            "DCAA39eb45de2ba7528d29c6eedd1413",
+            "ffffffffffffffffffffffffffffffff",
+        ] {
+            assert_eq!(hex_u128(id), u128::from_str_radix(id, 16).ok(), "{id}");
+        }
+        for id in ["", "0x1", "g", "dcaa39eb45de2ba7528d29c6eedd14130"] {
+            assert_eq!(hex_u128(id), None, "{id}");
+        }
+    }
 
     #[test]
     fn ids_are_deterministic_and_unambiguous() {

@@ -29,9 +29,6 @@ use crate::sinks::append::AppendFile;
 use crate::telemetry::{self, EventCounters, EventResult};
 use crate::timestamp::{self, Nanos, Span};
 
-/// What a pipeline without model costs checkpoints (the worker's always has them).
-static EMPTY_MARGINS: std::sync::LazyLock<crate::margins::Margins> = std::sync::LazyLock::new(Default::default);
-
 /// The longest verdict line copied into the credit log.
 const MAX_VERDICT_LINE: usize = 16 << 20;
 
@@ -430,7 +427,7 @@ impl Worker {
             verdicts,
             engine: &self.pipeline.engine,
             ledger: self.ledger().state(),
-            margins: self.pipeline.engine.margins().unwrap_or(&EMPTY_MARGINS),
+            margins: self.pipeline.engine.margins().expect("the worker keeps model costs (recover)"),
         };
         let bytes =
             bincode::serde::encode_to_vec(&payload, bincode::config::standard()).context("encoding the checkpoint")?;
